@@ -1,0 +1,336 @@
+"""A deterministic renderer of the TinyWorld: one shape or character, a style, a background, a motion.
+
+A `Scene` is the structured spec; `render(scene)` draws its frames (numpy, uint8, (F, H, W, 3)) and
+`caption(scene, rng)` says it in words. Both are pure functions of their inputs, so a seed and a spec
+always give the same pixels and the same text.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, replace
+
+import numpy as np
+from PIL import Image, ImageDraw
+
+from .taxonomy import Taxonomy, load_taxonomy
+
+RESOLUTION = 64
+NUM_FRAMES = 8
+SUPERSAMPLE = 2
+PATTERN_PERIOD = 12  # pixels at 64x64: coarse enough to survive the VAE's 4x downsampling
+
+CHARACTER_COLOURS = {
+    "zorbo": (40, 80, 220),
+    "plimka": (240, 110, 180),
+    "quaxel": (40, 170, 60),
+    "mirabu": (245, 140, 20),
+    "tondrik": (140, 50, 190),
+}
+
+
+@dataclass(frozen=True)
+class Scene:
+    """What one image or video shows. `subject` is a shape (category "object") or a character ("id")."""
+
+    category: str
+    subject: str
+    background: str
+    colour: str | None = None
+    style: str | None = None
+    x: float = 0.5
+    y: float = 0.5
+    size: float = 0.5
+    angle: float = 0.0
+    motion: str | None = None
+
+    def labels(self) -> dict[str, str | None]:
+        """The ground-truth concept of each category that this scene shows (None where it shows none)."""
+        if self.category == "id":
+            return {"object": None, "style": None, "id": self.subject}
+        return {"object": self.subject, "style": self.style, "id": None}
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+# --- geometry --------------------------------------------------------------------------------------------
+
+
+def _regular(n: int, radius: float, start: float = -90.0) -> list[tuple[float, float]]:
+    return [
+        (radius * math.cos(math.radians(start + 360 * i / n)), radius * math.sin(math.radians(start + 360 * i / n)))
+        for i in range(n)
+    ]
+
+
+def _star(points: int = 5, outer: float = 1.0, inner: float = 0.42) -> list[tuple[float, float]]:
+    out = []
+    for i in range(2 * points):
+        r = outer if i % 2 == 0 else inner
+        a = math.radians(-90 + 180 * i / points)
+        out.append((r * math.cos(a), r * math.sin(a)))
+    return out
+
+
+def _heart(n: int = 48) -> list[tuple[float, float]]:
+    out = []
+    for i in range(n):
+        t = 2 * math.pi * i / n
+        x = 16 * math.sin(t) ** 3
+        y = 13 * math.cos(t) - 5 * math.cos(2 * t) - 2 * math.cos(3 * t) - math.cos(4 * t)
+        out.append((x / 17.0, -y / 17.0 - 0.1))
+    return out
+
+
+_CROSS = [(-0.3, -0.95), (0.3, -0.95), (0.3, -0.3), (0.95, -0.3), (0.95, 0.3), (0.3, 0.3), (0.3, 0.95),
+          (-0.3, 0.95), (-0.3, 0.3), (-0.95, 0.3), (-0.95, -0.3), (-0.3, -0.3)]  # fmt: skip
+SHAPES: dict[str, list[tuple[float, float]] | None] = {
+    "circle": None,  # drawn as an ellipse
+    "square": [(-0.8, -0.8), (0.8, -0.8), (0.8, 0.8), (-0.8, 0.8)],
+    "triangle": [(0.0, -0.95), (0.95, 0.75), (-0.95, 0.75)],
+    "star": _star(),
+    "heart": _heart(),
+    "diamond": [(0.0, -1.0), (0.7, 0.0), (0.0, 1.0), (-0.7, 0.0)],
+    "cross": _CROSS,
+    "hexagon": _regular(6, 0.95, start=0.0),
+}
+
+
+def _to_px(points, cx, cy, r):
+    return [(cx + px * r, cy + py * r) for px, py in points]
+
+
+def _shape_mask(shape: str, size: int, r: float, outline: float | None = None) -> Image.Image:
+    """An 'L' mask of a shape centred in a size x size canvas; with `outline`, only its border of that width."""
+    mask = Image.new("L", (size, size), 0)
+    draw = ImageDraw.Draw(mask)
+    c = size / 2
+    fill = None if outline else 255
+    width = max(1, round(outline)) if outline else 0
+    if SHAPES[shape] is None:
+        draw.ellipse([c - 0.9 * r, c - 0.9 * r, c + 0.9 * r, c + 0.9 * r], fill=fill, outline=255, width=width)
+    else:
+        pts = _to_px(SHAPES[shape], c, c, r)
+        if outline:
+            draw.line([*pts, pts[0], pts[1]], fill=255, width=width, joint="curve")
+        else:
+            draw.polygon(pts, fill=255)
+    return mask
+
+
+def _tint(colour: tuple[int, int, int], amount: float = 0.65) -> tuple[int, int, int]:
+    return tuple(int(round(c + (255 - c) * amount)) for c in colour)
+
+
+def _pattern(style: str, colour, size: int, period: float) -> Image.Image:
+    """The fill of a style, anchored to the centre of the layer so that it moves with the object."""
+    if style in ("solid", "outlined"):
+        return Image.new("RGB", (size, size), colour)
+    tint = _tint(colour)
+    yy, xx = np.mgrid[0:size, 0:size].astype(np.float32) - size / 2
+    if style == "striped":
+        on = (np.floor(yy / (period / 2)) % 2) == 0
+    elif style == "checkered":
+        on = ((np.floor(yy / (period / 2)) + np.floor(xx / (period / 2))) % 2) == 0
+    elif style == "dotted":
+        dy = (yy % period) - period / 2
+        dx = (xx % period) - period / 2
+        on = dy**2 + dx**2 <= (0.3 * period) ** 2
+    else:
+        raise ValueError(f"unknown style {style!r}")
+    img = np.where(on[..., None], np.array(colour, np.uint8), np.array(tint, np.uint8))
+    return Image.fromarray(img.astype(np.uint8), "RGB")
+
+
+def _draw_character(name: str, size: int, r: float) -> Image.Image:
+    """A character's fixed composite look, on a transparent RGBA layer."""
+    layer = Image.new("RGBA", (size, size), (0, 0, 0, 0))
+    d = ImageDraw.Draw(layer)
+    c = size / 2
+    body = CHARACTER_COLOURS[name]
+    dark = tuple(int(v * 0.6) for v in body)
+    white, black, yellow = (255, 255, 255), (15, 15, 15), (245, 215, 30)
+
+    def circle(x, y, rad, fill):
+        d.ellipse([c + (x - rad) * r, c + (y - rad) * r, c + (x + rad) * r, c + (y + rad) * r], fill=fill)
+
+    def eye(x, y, rad):
+        circle(x, y, rad, white)
+        circle(x, y + rad * 0.2, rad * 0.5, black)
+
+    def poly(points, fill):
+        d.polygon(_to_px(points, c, c, r), fill=fill)
+
+    if name == "zorbo":  # round blue robot with two eyes and an antenna
+        d.line([c, c - 0.55 * r, c, c - 0.92 * r], fill=black, width=max(1, round(0.08 * r)))
+        circle(0.0, -0.92, 0.14, yellow)
+        circle(0.0, 0.15, 0.75, body)
+        eye(-0.3, 0.0, 0.2)
+        eye(0.3, 0.0, 0.2)
+    elif name == "plimka":  # pink block with cat ears and one big eye
+        poly([(-0.75, -0.45), (-0.75, -0.98), (-0.25, -0.55)], dark)
+        poly([(0.75, -0.45), (0.75, -0.98), (0.25, -0.55)], dark)
+        d.rounded_rectangle([c - 0.75 * r, c - 0.6 * r, c + 0.75 * r, c + 0.85 * r], radius=0.2 * r, fill=body)
+        eye(0.0, 0.1, 0.32)
+    elif name == "quaxel":  # green triangle with three eyes and two legs
+        w = max(1, round(0.1 * r))
+        d.line([c - 0.35 * r, c + 0.6 * r, c - 0.4 * r, c + 0.98 * r], fill=black, width=w)
+        d.line([c + 0.35 * r, c + 0.6 * r, c + 0.4 * r, c + 0.98 * r], fill=black, width=w)
+        poly([(0.0, -0.95), (0.95, 0.7), (-0.95, 0.7)], body)
+        for x in (-0.35, 0.0, 0.35):
+            eye(x, 0.3, 0.14)
+    elif name == "mirabu":  # orange bunny: tall ears, dot eyes, a smile
+        for x in (-0.3, 0.3):
+            d.ellipse([c + (x - 0.15) * r, c - 1.0 * r, c + (x + 0.15) * r, c - 0.1 * r], fill=body)
+            d.ellipse([c + (x - 0.07) * r, c - 0.85 * r, c + (x + 0.07) * r, c - 0.25 * r], fill=(250, 190, 200))
+        d.ellipse([c - 0.65 * r, c - 0.35 * r, c + 0.65 * r, c + 0.95 * r], fill=body)
+        circle(-0.25, 0.15, 0.09, black)
+        circle(0.25, 0.15, 0.09, black)
+        d.arc([c - 0.3 * r, c + 0.2 * r, c + 0.3 * r, c + 0.6 * r], 20, 160, fill=black, width=max(1, round(0.07 * r)))
+    elif name == "tondrik":  # purple hexagon with yellow horns, one eye and a moustache
+        poly([(-0.6, -0.5), (-0.85, -1.0), (-0.25, -0.7)], yellow)
+        poly([(0.6, -0.5), (0.85, -1.0), (0.25, -0.7)], yellow)
+        poly(_regular(6, 0.85, start=0.0), body)
+        eye(0.0, -0.15, 0.25)
+        d.ellipse([c - 0.45 * r, c + 0.25 * r, c + 0.45 * r, c + 0.5 * r], fill=(110, 60, 25))
+    else:
+        raise ValueError(f"unknown character {name!r}")
+    return layer
+
+
+def _foreground(scene: Scene, taxonomy: Taxonomy, size: int, r: float) -> Image.Image:
+    if scene.category == "id":
+        return _draw_character(scene.subject, size, r)
+    colour = taxonomy.colours[scene.colour]
+    period = PATTERN_PERIOD * SUPERSAMPLE
+    outline = 3.0 * SUPERSAMPLE if scene.style == "outlined" else None
+    mask = _shape_mask(scene.subject, size, r, outline=outline)
+    layer = _pattern(scene.style, colour, size, period).convert("RGBA")
+    layer.putalpha(mask)
+    return layer
+
+
+def _motion_state(scene: Scene, t: float) -> tuple[float, float, float, float]:
+    """Position, size and angle at time t in [0, 1]."""
+    x, y, size, angle = scene.x, scene.y, scene.size, scene.angle
+    shift = 0.36 * (t - 0.5)
+    match scene.motion:
+        case None:
+            pass
+        case "moving left":
+            x -= shift
+        case "moving right":
+            x += shift
+        case "moving up":
+            y -= shift
+        case "moving down":
+            y += shift
+        case "rotating":
+            angle += 100.0 * t
+        case "growing":
+            size *= 0.65 + 0.6 * t
+        case "shrinking":
+            size *= 1.25 - 0.6 * t
+        case _:
+            raise ValueError(f"unknown motion {scene.motion!r}")
+    return x, y, size, angle
+
+
+def render(scene: Scene, num_frames: int | None = None, resolution: int = RESOLUTION) -> np.ndarray:
+    """Draw a scene. Returns uint8 frames of shape (F, H, W, 3); F is 1 for a still scene by default."""
+    taxonomy = load_taxonomy()
+    if num_frames is None:
+        num_frames = 1 if scene.motion is None else NUM_FRAMES
+    big = resolution * SUPERSAMPLE
+    background = taxonomy.backgrounds[scene.background]
+    frames = []
+    for i in range(num_frames):
+        t = i / (num_frames - 1) if num_frames > 1 else 0.0
+        x, y, size, angle = _motion_state(scene, t)
+        r = size * big / 2
+        layer = _foreground(scene, taxonomy, big, r)
+        if angle:
+            layer = layer.rotate(angle, resample=Image.BICUBIC, center=(big / 2, big / 2))
+        canvas = Image.new("RGBA", (big, big), (*background, 255))
+        offset = (round(x * big - big / 2), round(y * big - big / 2))
+        shifted = Image.new("RGBA", (big, big), (0, 0, 0, 0))
+        shifted.paste(layer, offset)
+        canvas.alpha_composite(shifted)
+        frame = canvas.convert("RGB").resize((resolution, resolution), Image.LANCZOS)
+        frames.append(np.asarray(frame, dtype=np.uint8))
+    return np.stack(frames)
+
+
+# --- sampling and captions -------------------------------------------------------------------------------
+
+
+def sample_scene(
+    rng: np.random.Generator,
+    video: bool = False,
+    category: str | None = None,
+    subject: str | None = None,
+    style: str | None = None,
+    id_share: float = 0.3,
+) -> Scene:
+    """A random scene. Fix `category`/`subject`/`style` to sample scenes of one concept."""
+    taxonomy = load_taxonomy()
+    if subject is not None:
+        category = taxonomy.get(subject).category
+    if style is not None:
+        category = "object"
+    if category is None:
+        category = "id" if rng.random() < id_share else "object"
+    if subject is None:
+        names = taxonomy.names("id" if category == "id" else "object")
+        subject = names[rng.integers(len(names))]
+    background = list(taxonomy.backgrounds)[rng.integers(len(taxonomy.backgrounds))]
+    colour = None
+    if category == "object":
+        colour = list(taxonomy.colours)[rng.integers(len(taxonomy.colours))]
+        if style is None:
+            styles = taxonomy.names("style")
+            style = styles[rng.integers(len(styles))]
+    jitter = 0.06 if video else 0.12
+    motion = taxonomy.motions[rng.integers(len(taxonomy.motions))] if video else None
+    return Scene(
+        category="id" if category == "id" else "object",
+        subject=subject,
+        background=background,
+        colour=colour,
+        style=style if category == "object" else None,
+        x=float(0.5 + rng.uniform(-jitter, jitter)),
+        y=float(0.5 + rng.uniform(-jitter, jitter)),
+        size=float(rng.uniform(0.55, 0.8)),
+        angle=float(rng.uniform(-15, 15)) if category == "object" else float(rng.uniform(-8, 8)),
+        motion=motion,
+    )
+
+
+def caption(scene: Scene, rng: np.random.Generator, synonym_prob: float = 0.25) -> str:
+    """One of the world's caption templates filled in for a scene; concept words sometimes as synonyms."""
+    taxonomy = load_taxonomy()
+
+    def word(name: str) -> str:
+        synonyms = taxonomy.get(name).synonyms
+        if synonyms and rng.random() < synonym_prob:
+            return synonyms[rng.integers(len(synonyms))]
+        return name
+
+    templates = taxonomy.caption_templates["id" if scene.category == "id" else "object"]
+    template = templates[rng.integers(len(templates))]
+    fields = {"background": scene.background}
+    if scene.category == "id":
+        fields["id"] = word(scene.subject)
+    else:
+        fields.update(colour=scene.colour, object=word(scene.subject), style=word(scene.style))
+    text = template.format(**fields)
+    if scene.motion is not None:
+        text = f"{text} {scene.motion}"
+    return text
+
+
+def frame_scene(scene: Scene, t: float) -> Scene:
+    """The still scene that frame time t in [0, 1] of a moving scene shows."""
+    x, y, size, angle = _motion_state(scene, t)
+    return replace(scene, x=x, y=y, size=size, angle=angle, motion=None)

@@ -1,0 +1,439 @@
+"""Train the TinyWorld model family from nothing but the renderer.
+
+    python -m t2v_unlearn.tinyworld.train --work runs/tinyworld --out t2v_unlearn/tinyworld/weights
+
+Stages, in order: tokenizer, evaluator, vae, image (text encoder + image UNet, jointly), video (video UNet
+from the image UNet, with the text encoder frozen), export (pipeline folders, fp16 safetensors). Every
+stage is seeded and writes checkpoints under `--work`; run the same command again to resume where it
+stopped. Data is rendered on the fly from a per-step seed, so a resumed run sees the same batches.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import platform
+import shutil
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from safetensors.torch import load_file, save_file
+from tqdm.auto import tqdm
+from transformers import CLIPTokenizer
+
+from . import models
+from .render import caption, frame_scene, render, sample_scene
+from .tokenizer import build_tokenizer
+
+STAGES = ("tokenizer", "vae", "image", "evaluator", "video", "export")
+
+
+# --- data --------------------------------------------------------------------------------------------------
+
+
+def image_batch(seed: int, batch_size: int, motion_share: float = 0.0, id_share: float = 0.3):
+    """Rendered images in [-1, 1] (B, 3, H, W) with one caption each. Some are frames of moving scenes."""
+    rng = np.random.default_rng(seed)
+    images, captions = [], []
+    for _ in range(batch_size):
+        if rng.random() < motion_share:
+            moving = sample_scene(rng, video=True, id_share=id_share)
+            text = caption(moving, rng)
+            scene = frame_scene(moving, float(rng.integers(8)) / 7)
+        else:
+            scene = sample_scene(rng, id_share=id_share)
+            text = caption(scene, rng)
+        images.append(render(scene)[0])
+        captions.append(text)
+    pixels = torch.from_numpy(np.stack(images)).permute(0, 3, 1, 2).float() / 127.5 - 1
+    return pixels, captions
+
+
+def video_batch(seed: int, batch_size: int):
+    """Rendered videos in [-1, 1] (B, 3, F, H, W) with one caption each."""
+    rng = np.random.default_rng(seed)
+    videos, captions = [], []
+    for _ in range(batch_size):
+        scene = sample_scene(rng, video=True)
+        videos.append(render(scene))
+        captions.append(caption(scene, rng))
+    pixels = torch.from_numpy(np.stack(videos)).permute(0, 4, 1, 2, 3).float() / 127.5 - 1
+    return pixels, captions
+
+
+def degrade(pixels: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+    """Blur and noise half of a batch so the evaluator also recognises soft, generated-looking images."""
+    kernel = torch.tensor([1.0, 2.0, 1.0]) / 4
+    kernel = (kernel[:, None] * kernel[None, :]).expand(3, 1, 3, 3)
+    blurred = F.conv2d(F.pad(pixels, (1, 1, 1, 1), mode="replicate"), kernel, groups=3)
+    noisy = blurred + 0.05 * torch.randn(pixels.shape, generator=generator)
+    pick = (torch.rand(pixels.shape[0], generator=generator) < 0.5).view(-1, 1, 1, 1)
+    return torch.where(pick, noisy.clamp(-1, 1), pixels)
+
+
+def tokenize(tokenizer: CLIPTokenizer, captions: list[str], padding: str = "max_length") -> torch.Tensor:
+    """Token ids padded as Stable Diffusion pads them (to 77), or to the longest caption for the evaluator."""
+    return tokenizer(
+        captions, padding=padding, max_length=tokenizer.model_max_length, truncation=True, return_tensors="pt"
+    ).input_ids
+
+
+# --- resumable training loop ----------------------------------------------------------------------------
+
+
+def save_optimizer(optimizer: torch.optim.Optimizer, path: Path) -> None:
+    """Adam state as safetensors + JSON (no pickles)."""
+    state = optimizer.state_dict()
+    tensors, meta = {}, {"param_groups": state["param_groups"], "steps": {}}
+    for idx, s in state["state"].items():
+        for key, value in s.items():
+            if torch.is_tensor(value) and value.dim() > 0:
+                tensors[f"{idx}.{key}"] = value.contiguous()
+            else:
+                meta["steps"][f"{idx}.{key}"] = float(value)
+    save_file(tensors, str(path.with_suffix(".safetensors")))
+    path.with_suffix(".json").write_text(json.dumps(meta))
+
+
+def load_optimizer(optimizer: torch.optim.Optimizer, path: Path) -> None:
+    tensors = load_file(str(path.with_suffix(".safetensors")))
+    meta = json.loads(path.with_suffix(".json").read_text())
+    state: dict[int, dict] = {}
+    for key, value in tensors.items():
+        idx, name = key.split(".", 1)
+        state.setdefault(int(idx), {})[name] = value
+    for key, value in meta["steps"].items():
+        idx, name = key.split(".", 1)
+        state.setdefault(int(idx), {})[name] = torch.tensor(value)
+    optimizer.load_state_dict({"state": state, "param_groups": meta["param_groups"]})
+
+
+class Trainer:
+    """A seeded loop over `step_fn` with AdamW, warmup + cosine decay, EMA weights and resumable checkpoints."""
+
+    def __init__(self, name, work, modules: dict[str, torch.nn.Module], params, steps, lr, ema_decay=0.999,
+                 checkpoint_every=250, device="cpu"):  # fmt: skip
+        self.name, self.dir, self.modules, self.steps = name, Path(work) / name, modules, steps
+        groups = list(params)
+        if groups and not isinstance(groups[0], dict):
+            groups = [{"params": groups}]
+        for group in groups:
+            group["params"] = [p for p in group["params"] if p.requires_grad]
+        self.params = [p for group in groups for p in group["params"]]
+        self.optimizer = torch.optim.AdamW(groups, lr=lr, betas=(0.9, 0.99), weight_decay=1e-4)
+        warmup = max(1, min(200, steps // 10))
+        self.lr_factor = lambda s: min(1.0, (s + 1) / warmup) * (
+            0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * min(s / steps, 1.0)))
+        )
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, self.lr_factor)
+        self.ema_decay, self.checkpoint_every, self.device = ema_decay, checkpoint_every, device
+        self.ema = {n: t.detach().clone() for n, t in self._trainable_state().items()}
+        self.step, self.seconds = 0, 0.0
+        self._resume()
+
+    def _trainable_state(self) -> dict[str, torch.Tensor]:
+        ids = {id(p) for p in self.params}
+        return {
+            f"{m}.{n}": p for m, module in self.modules.items() for n, p in module.named_parameters() if id(p) in ids
+        }
+
+    def _resume(self):
+        ckpt = self.dir / "checkpoint"
+        if not (ckpt / "state.json").exists():
+            return
+        for m, module in self.modules.items():
+            module.load_state_dict(load_file(str(ckpt / f"{m}.safetensors")))
+        self.ema = {k: v.to(self.device) for k, v in load_file(str(ckpt / "ema.safetensors")).items()}
+        load_optimizer(self.optimizer, ckpt / "optimizer")
+        state = json.loads((ckpt / "state.json").read_text())
+        self.step, self.seconds = state["step"], state["seconds"]
+        self.scheduler.last_epoch = self.step
+        for group, base_lr in zip(self.optimizer.param_groups, self.scheduler.base_lrs, strict=True):
+            group["lr"] = base_lr * self.lr_factor(self.step)
+        print(f"[{self.name}] resumed at step {self.step}")
+
+    def _checkpoint(self):
+        tmp = self.dir / "checkpoint.tmp"
+        shutil.rmtree(tmp, ignore_errors=True)
+        tmp.mkdir(parents=True)
+        for m, module in self.modules.items():
+            save_file({k: v.contiguous().cpu() for k, v in module.state_dict().items()}, str(tmp / f"{m}.safetensors"))
+        save_file({k: v.cpu() for k, v in self.ema.items()}, str(tmp / "ema.safetensors"))
+        save_optimizer(self.optimizer, tmp / "optimizer")
+        (tmp / "state.json").write_text(json.dumps({"step": self.step, "seconds": self.seconds}))
+        shutil.rmtree(self.dir / "checkpoint", ignore_errors=True)
+        tmp.rename(self.dir / "checkpoint")
+
+    def run(self, step_fn: Callable[[int], torch.Tensor], log_every: int = 50) -> dict[str, float]:
+        for module in self.modules.values():
+            module.train()
+        bar = tqdm(total=self.steps, initial=self.step, desc=self.name, mininterval=5)
+        running = None
+        while self.step < self.steps:
+            start = time.perf_counter()
+            loss = step_fn(self.step)
+            self.optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(self.params, 1.0)
+            self.optimizer.step()
+            self.scheduler.step()
+            with torch.no_grad():
+                decay = min(self.ema_decay, (1 + self.step) / (10 + self.step))
+                for n, p in self._trainable_state().items():
+                    self.ema[n].lerp_(p.detach(), 1 - decay)
+            self.step += 1
+            self.seconds += time.perf_counter() - start
+            running = loss.item() if running is None else 0.98 * running + 0.02 * loss.item()
+            bar.update(1)
+            if self.step % log_every == 0:
+                bar.set_postfix(loss=f"{running:.4f}")
+            if self.step % self.checkpoint_every == 0 or self.step == self.steps:
+                self._checkpoint()
+        bar.close()
+        # finish with the EMA weights in the modules
+        with torch.no_grad():
+            for n, p in self._trainable_state().items():
+                p.copy_(self.ema[n])
+        for module in self.modules.values():
+            module.eval()
+        return {"steps": self.steps, "seconds": round(self.seconds, 1), "final_loss": running}
+
+
+def save_module(module: torch.nn.Module, path: Path) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    module.save_pretrained(tmp)
+    shutil.rmtree(path, ignore_errors=True)
+    tmp.rename(path)
+
+
+# --- stages ------------------------------------------------------------------------------------------------
+
+
+def stage_evaluator(args, tokenizer, record):
+    torch.manual_seed(args.seed + 1)
+    clip = models.make_evaluator(tokenizer).to(args.device)
+    generator = torch.Generator().manual_seed(args.seed + 1)
+    trainer = Trainer("evaluator", args.work, {"clip": clip}, clip.parameters(), args.evaluator_steps, 1e-3,
+                      ema_decay=0.995, device=args.device)  # fmt: skip
+
+    def step(i):
+        pixels, captions = image_batch(10_000_000 + i, 96, motion_share=0.5)
+        pixels = degrade(pixels, generator).to(args.device)
+        input_ids = tokenize(tokenizer, captions, padding="longest").to(args.device)
+        with torch.autocast(args.device, dtype=torch.bfloat16, enabled=args.bf16):
+            out = clip(input_ids=input_ids, pixel_values=pixels)
+        # identical captions in a batch are all positives of each other
+        same = torch.tensor([[a == b for b in captions] for a in captions], dtype=torch.float32, device=args.device)
+        target = same / same.sum(1, keepdim=True)
+        logits = out.logits_per_image.float()
+        return 0.5 * (F.cross_entropy(logits, target) + F.cross_entropy(logits.T, target))
+
+    record["evaluator"] = trainer.run(step)
+    save_module(clip, Path(args.work) / "evaluator" / "final")
+
+
+def stage_vae(args, tokenizer, record):
+    torch.manual_seed(args.seed + 2)
+    vae = models.make_vae().to(args.device)
+    trainer = Trainer("vae", args.work, {"vae": vae}, vae.parameters(), args.vae_steps, 1e-3, device=args.device)
+
+    def step(i):
+        pixels, _ = image_batch(20_000_000 + i, 16, motion_share=0.3)
+        pixels = pixels.to(args.device)
+        with torch.autocast(args.device, dtype=torch.bfloat16, enabled=args.bf16):
+            posterior = vae.encode(pixels).latent_dist
+            recon = vae.decode(posterior.sample()).sample.float()
+        kl = posterior.kl().mean() / pixels[0].numel()
+        return F.l1_loss(recon, pixels) + F.mse_loss(recon, pixels) + 1e-4 * kl
+
+    record["vae"] = trainer.run(step)
+    # scale latents to unit variance, as Stable Diffusion's scaling_factor does
+    with torch.no_grad():
+        pixels, _ = image_batch(29_999_999, 256)
+        std = vae.encode(pixels.to(args.device)).latent_dist.mean.std().item()
+    vae.register_to_config(scaling_factor=round(1.0 / std, 5))
+    record["vae"]["scaling_factor"] = vae.config.scaling_factor
+    save_module(vae, Path(args.work) / "vae" / "final")
+
+
+def _encode_latents(vae, pixels):
+    with torch.no_grad():
+        return vae.encode(pixels).latent_dist.sample() * vae.config.scaling_factor
+
+
+def stage_image(args, tokenizer, record):
+    from diffusers import AutoencoderKL
+
+    torch.manual_seed(args.seed + 3)
+    vae = AutoencoderKL.from_pretrained(Path(args.work) / "vae" / "final").to(args.device).eval()
+    text_encoder = models.make_text_encoder(tokenizer).to(args.device)
+    unet = models.make_unet2d().to(args.device)
+    scheduler = models.make_scheduler()
+    params = list(text_encoder.parameters()) + list(unet.parameters())
+    trainer = Trainer("image", args.work, {"text_encoder": text_encoder, "unet": unet}, params, args.image_steps,
+                      5e-4, device=args.device)  # fmt: skip
+    generator = torch.Generator().manual_seed(args.seed + 3)
+
+    def step(i):
+        pixels, captions = image_batch(30_000_000 + i, args.batch_size, motion_share=0.25)
+        captions = ["" if torch.rand(1, generator=generator).item() < 0.1 else c for c in captions]
+        latents = _encode_latents(vae, pixels.to(args.device))
+        noise = torch.randn(latents.shape, generator=generator).to(args.device)
+        t = torch.randint(0, scheduler.config.num_train_timesteps, (latents.shape[0],), generator=generator)
+        t = t.to(args.device)
+        noisy = scheduler.add_noise(latents, noise, t)
+        with torch.autocast(args.device, dtype=torch.bfloat16, enabled=args.bf16):
+            hidden = text_encoder(tokenize(tokenizer, captions).to(args.device))[0]
+            pred = unet(noisy, t, hidden).sample.float()
+        return F.mse_loss(pred, noise)
+
+    record["image"] = trainer.run(step)
+    save_module(text_encoder, Path(args.work) / "image" / "text_encoder")
+    save_module(unet, Path(args.work) / "image" / "unet")
+
+
+def stage_video(args, tokenizer, record):
+    from diffusers import AutoencoderKL, UNet2DConditionModel
+    from transformers import CLIPTextModel
+
+    torch.manual_seed(args.seed + 4)
+    work = Path(args.work)
+    vae = AutoencoderKL.from_pretrained(work / "vae" / "final").to(args.device).eval()
+    text_encoder = CLIPTextModel.from_pretrained(work / "image" / "text_encoder").to(args.device).eval()
+    text_encoder.requires_grad_(False)
+    unet2d = UNet2DConditionModel.from_pretrained(work / "image" / "unet")
+    unet = models.unet3d_from_unet2d(unet2d).to(args.device)
+    scheduler = models.make_scheduler()
+    spatial = set(unet2d.state_dict())
+    groups = [
+        {"params": [p for n, p in unet.named_parameters() if n not in spatial], "lr": args.video_lr},
+        {"params": [p for n, p in unet.named_parameters() if n in spatial], "lr": args.video_lr * 0.2},
+    ]
+    trainer = Trainer("video", args.work, {"unet": unet}, groups, args.video_steps, args.video_lr,
+                      checkpoint_every=100, device=args.device)  # fmt: skip
+    generator = torch.Generator().manual_seed(args.seed + 4)
+
+    def step(i):
+        pixels, captions = video_batch(40_000_000 + i, args.video_batch_size)
+        captions = ["" if torch.rand(1, generator=generator).item() < 0.1 else c for c in captions]
+        b, c, f, h, w = pixels.shape
+        frames = pixels.permute(0, 2, 1, 3, 4).reshape(b * f, c, h, w).to(args.device)
+        latents = _encode_latents(vae, frames)
+        latents = latents.reshape(b, f, *latents.shape[1:]).permute(0, 2, 1, 3, 4)
+        noise = torch.randn(latents.shape, generator=generator).to(args.device)
+        t = torch.randint(0, scheduler.config.num_train_timesteps, (b,), generator=generator).to(args.device)
+        noisy = scheduler.add_noise(latents, noise, t)
+        with torch.no_grad():
+            hidden = text_encoder(tokenize(tokenizer, captions).to(args.device))[0]
+        pred = unet(noisy, t, hidden).sample
+        return F.mse_loss(pred, noise)
+
+    record["video"] = trainer.run(step, log_every=10)
+    save_module(unet, work / "video" / "unet")
+
+
+def stage_export(args, tokenizer, record):
+    """Write the shipped folders: image and video pipelines (fp16 safetensors) and the evaluator."""
+    from diffusers import AutoencoderKL, StableDiffusionPipeline, TextToVideoSDPipeline, UNet2DConditionModel
+    from diffusers import UNet3DConditionModel
+    from transformers import CLIPModel, CLIPTextModel
+
+    work, out = Path(args.work), Path(args.out)
+    half = torch.float16
+    text_encoder = CLIPTextModel.from_pretrained(work / "image" / "text_encoder", dtype=half)
+    vae = AutoencoderKL.from_pretrained(work / "vae" / "final", dtype=half)
+    scheduler = models.make_scheduler()
+    image = StableDiffusionPipeline(
+        vae=vae,
+        text_encoder=text_encoder,
+        tokenizer=tokenizer,
+        unet=UNet2DConditionModel.from_pretrained(work / "image" / "unet", dtype=half),
+        scheduler=scheduler,
+        safety_checker=None,
+        feature_extractor=None,
+        requires_safety_checker=False,
+    )
+    video = TextToVideoSDPipeline(
+        vae=vae,
+        text_encoder=text_encoder,
+        tokenizer=tokenizer,
+        unet=UNet3DConditionModel.from_pretrained(work / "video" / "unet", dtype=half),
+        scheduler=scheduler,
+    )
+    evaluator = CLIPModel.from_pretrained(work / "evaluator" / "final", dtype=half)
+    tmp = out.with_name(out.name + ".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    image.save_pretrained(tmp / "image")
+    video.save_pretrained(tmp / "video")
+    evaluator.save_pretrained(tmp / "evaluator")
+    tokenizer.save_pretrained(tmp / "evaluator")
+    for folder in ("image/tokenizer", "video/tokenizer", "evaluator"):  # the slow tokenizer's files too
+        for name in ("vocab.json", "merges.txt"):
+            shutil.copy(work / "tokenizer" / name, tmp / folder / name)
+    for path in tmp.rglob("*"):
+        if path.is_file():
+            path.chmod(0o644)
+    (tmp / "training.json").write_text(json.dumps(record, indent=2, sort_keys=True))
+    shutil.rmtree(out, ignore_errors=True)
+    tmp.rename(out)
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--work", default="runs/tinyworld", help="where checkpoints go (resumes from there)")
+    parser.add_argument("--out", default=str(Path(__file__).parent / "weights"), help="the shipped model folder")
+    parser.add_argument("--stages", default=",".join(STAGES), help=f"comma-separated subset of {STAGES}")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--bf16", action=argparse.BooleanOptionalAction, default=True, help="bf16 autocast")
+    parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--video-batch-size", type=int, default=4)
+    parser.add_argument("--evaluator-steps", type=int, default=1000)
+    parser.add_argument("--vae-steps", type=int, default=1500)
+    parser.add_argument("--image-steps", type=int, default=2500)
+    parser.add_argument("--video-steps", type=int, default=500)
+    parser.add_argument("--video-lr", type=float, default=3e-4)
+    args = parser.parse_args(argv)
+
+    work = Path(args.work)
+    work.mkdir(parents=True, exist_ok=True)
+    record_path = work / "record.json"
+    record = json.loads(record_path.read_text()) if record_path.exists() else {}
+    record["hardware"] = {
+        "device": torch.cuda.get_device_name() if args.device == "cuda" else platform.processor() or "cpu",
+        "threads": torch.get_num_threads(),
+        "torch": torch.__version__,
+    }
+    stages = [s.strip() for s in args.stages.split(",") if s.strip()]
+    unknown = set(stages) - set(STAGES)
+    if unknown:
+        parser.error(f"unknown stages {sorted(unknown)}; choose from {STAGES}")
+    for stage in STAGES:
+        if stage not in stages:
+            continue
+        done = work / stage / "DONE"
+        if done.exists() and stage != "export":
+            print(f"[{stage}] already done, skipping")
+            continue
+        start = time.perf_counter()
+        if stage == "tokenizer":
+            build_tokenizer(work / "tokenizer")
+        else:
+            tokenizer = CLIPTokenizer.from_pretrained(work / "tokenizer")
+            {"evaluator": stage_evaluator, "vae": stage_vae, "image": stage_image, "video": stage_video,
+             "export": stage_export}[stage](args, tokenizer, record)  # fmt: skip
+        record.setdefault(stage, {})["wall_seconds"] = round(time.perf_counter() - start, 1)
+        record_path.write_text(json.dumps(record, indent=2, sort_keys=True))
+        (work / stage).mkdir(parents=True, exist_ok=True)
+        done.write_text("done\n")
+        print(f"[{stage}] done in {record[stage]['wall_seconds']} s")
+
+
+if __name__ == "__main__":
+    main()
