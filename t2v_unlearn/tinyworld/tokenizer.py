@@ -27,7 +27,11 @@ def learn_merges(corpus: list[str]) -> list[tuple[str, str]]:
     bpe = Tokenizer(models.BPE(end_of_word_suffix=END_OF_WORD))
     bpe.normalizer = normalizers.Lowercase()
     bpe.pre_tokenizer = pre_tokenizers.Sequence(
-        [pre_tokenizers.WhitespaceSplit(), pre_tokenizers.Punctuation(), pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False)]
+        [
+            pre_tokenizers.WhitespaceSplit(),
+            pre_tokenizers.Punctuation(),
+            pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False),
+        ]
     )
     trainer = trainers.BpeTrainer(
         vocab_size=4096,

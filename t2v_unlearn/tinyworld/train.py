@@ -127,8 +127,8 @@ class Trainer:
         self.params = [p for group in groups for p in group["params"]]
         self.optimizer = torch.optim.AdamW(groups, lr=lr, betas=(0.9, 0.99), weight_decay=1e-4)
         warmup = max(1, min(200, steps // 10))
-        self.lr_factor = lambda s: min(1.0, (s + 1) / warmup) * (
-            0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * min(s / steps, 1.0)))
+        self.lr_factor = lambda s: (
+            min(1.0, (s + 1) / warmup) * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * min(s / steps, 1.0))))
         )
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, self.lr_factor)
         self.ema_decay, self.checkpoint_every, self.device = ema_decay, checkpoint_every, device
@@ -340,8 +340,13 @@ def stage_video(args, tokenizer, record):
 
 def stage_export(args, tokenizer, record):
     """Write the shipped folders: image and video pipelines (fp16 safetensors) and the evaluator."""
-    from diffusers import AutoencoderKL, StableDiffusionPipeline, TextToVideoSDPipeline, UNet2DConditionModel
-    from diffusers import UNet3DConditionModel
+    from diffusers import (
+        AutoencoderKL,
+        StableDiffusionPipeline,
+        TextToVideoSDPipeline,
+        UNet2DConditionModel,
+        UNet3DConditionModel,
+    )
     from transformers import CLIPModel, CLIPTextModel
 
     work, out = Path(args.work), Path(args.out)

@@ -1,0 +1,278 @@
+"""The `t2v-unlearn` command: erase, generate, eval, inspect, concepts.
+
+t2v-unlearn erase --concept zorbo --out zorbo-erased
+t2v-unlearn generate --kind video --prompt "zorbo moving left" --text-encoder zorbo-erased
+t2v-unlearn eval --text-encoder zorbo-erased --quick
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+START = time.perf_counter()
+
+DTYPES = ("float32", "float16", "bfloat16")
+
+
+def _device(name: str) -> str:
+    import torch
+
+    if name == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise SystemExit(f"error: --device {name} asked for, but no CUDA GPU is visible; use --device cpu")
+    return name
+
+
+def _dtype(name: str):
+    import torch
+
+    return getattr(torch, name)
+
+
+def _add_model_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--model", default="tinyworld",
+                        help="'tinyworld' (default), a registered base name, or a local diffusers folder")  # fmt: skip
+    parser.add_argument("--device", default="auto", help="cpu, cuda, cuda:N, or auto (default: cuda if present)")
+    parser.add_argument("--dtype", default="float32", choices=DTYPES, help="weights dtype of the frozen models")
+
+
+# --- concepts -------------------------------------------------------------------------------------------------
+
+
+def cmd_concepts(args) -> int:
+    if args.model != "tinyworld":
+        raise SystemExit("error: the concept taxonomy is known for --model tinyworld only; for real models see "
+                         "the concept suite t2v_unlearn/eval/suites/sd2.json")  # fmt: skip
+    from .tinyworld.taxonomy import load_taxonomy
+
+    for concept in load_taxonomy().concepts:
+        print(f"{concept.category}\t{concept.name}\t{','.join(concept.synonyms)}")
+    return 0
+
+
+# --- generate -------------------------------------------------------------------------------------------------
+
+
+def cmd_generate(args) -> int:
+    from .encoders.checkpoint import commit_output, prepare_output
+    from .pipelines.generate import generate_images, generate_videos
+    from .pipelines.load import load_pipeline
+    from .pipelines.video_io import write_frames, write_gif, write_mp4
+
+    if not args.prompt.strip():
+        raise SystemExit("error: --prompt is empty; say what to generate")
+    out = Path(args.out or f"outputs/{args.kind}-{time.strftime('%Y%m%d-%H%M%S')}")
+    out, tmp = prepare_output(out, args.overwrite)
+    try:
+        pipe = load_pipeline(args.kind, args.model, text_encoder=args.text_encoder, device=_device(args.device),
+                             dtype=_dtype(args.dtype), force=args.force)  # fmt: skip
+        pipe.set_progress_bar_config(disable=False, leave=False)
+        seeds = [args.seed + i for i in range(args.num)]
+        prompts = [args.prompt] * args.num
+        written = []
+        if args.kind == "image":
+            for seed, image in zip(seeds, generate_images(pipe, prompts, seeds, args.steps, args.guidance),
+                                   strict=True):  # fmt: skip
+                from PIL import Image
+
+                path = tmp / f"image_seed{seed}.png"
+                Image.fromarray(image).save(path)
+                written.append(path.name)
+        else:
+            videos = generate_videos(pipe, prompts, seeds, args.steps, args.guidance, num_frames=args.frames)
+            for seed, frames in zip(seeds, videos, strict=True):
+                write_mp4(frames, tmp / f"video_seed{seed}.mp4", fps=args.fps)
+                write_gif(frames, tmp / f"video_seed{seed}.gif", fps=args.fps)
+                write_frames(frames, tmp / f"video_seed{seed}_frames")
+                written += [f"video_seed{seed}.mp4", f"video_seed{seed}.gif", f"video_seed{seed}_frames/"]
+        (tmp / "prompt.txt").write_text(args.prompt + "\n")
+        commit_output(tmp, out)
+    except BaseException:
+        import shutil
+
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    print(f"wrote {len(written)} files to {out}: {', '.join(written)}")
+    return 0
+
+
+# --- erase ------------------------------------------------------------------------------------------------------
+
+
+def _preview_prompts(result, count: int = 2) -> list[str]:
+    from .encoders.prompts import retain_prompts
+
+    own = [p for spec in result.concepts for p in spec.prompts[:count]]
+    others = [p for p in retain_prompts(result.concepts, seed=1) if p][:count]
+    return own + others
+
+
+def write_erase_preview(
+    out: Path, result, video_model: str | None, device: str, dtype, image_pipe, steps: int
+) -> Path:
+    """Same prompts and seeds through the original and the unlearned encoder, for images and videos."""
+    import shutil
+
+    from .pipelines.generate import generate_images, generate_videos
+    from .pipelines.load import load_pipeline
+    from .pipelines.preview import write_preview
+
+    prompts = _preview_prompts(result)
+    seeds = list(range(len(prompts)))
+    original = image_pipe.text_encoder
+    images = [generate_images(image_pipe, prompts, seeds, steps)]
+    image_pipe.text_encoder = result.text_encoder.to(device, dtype)
+    images.append(generate_images(image_pipe, prompts, seeds, steps))
+    image_pipe.text_encoder = original
+    videos = None
+    if video_model is not None:
+        video_pipe = load_pipeline("video", video_model, device=device, dtype=dtype, progress=False)
+        videos = [generate_videos(video_pipe, prompts, seeds, steps)]
+        video_pipe.text_encoder = result.text_encoder.to(device, dtype)
+        videos.append(generate_videos(video_pipe, prompts, seeds, steps))
+    tmp = out / ".preview.tmp"
+    shutil.rmtree(tmp, ignore_errors=True)
+    write_preview(tmp, prompts, tuple(images), tuple(videos) if videos else None)
+    tmp.rename(out / "preview")
+    return out / "preview"
+
+
+def cmd_erase(args) -> int:
+    from .encoders.checkpoint import save_checkpoint
+    from .encoders.erase import EraseConfig, erase_concept
+    from .pipelines.load import load_pipeline
+
+    out = Path(args.out or "erased-" + "-".join(c.strip().replace(" ", "_") for c in args.concept))
+    if out.exists() and not args.overwrite:
+        raise SystemExit(f"error: output folder {out} already exists; pass --overwrite or choose another --out")
+    if args.images is not None and not Path(args.images).is_dir():
+        raise SystemExit(f"error: --images {args.images} is not a folder; pass a folder of .png/.jpg images")
+    try:
+        config = EraseConfig(trainable=args.trainable, last_k=args.last_k, lora_rank=args.lora_rank,
+                             num_shots=args.shots, images=args.images, max_steps=args.max_steps, lr=args.lr,
+                             stop_rule=args.stop_rule, preserve_weight=args.preserve_weight, seed=args.seed,
+                             category=args.category, gradient_checkpointing=args.gradient_checkpointing)  # fmt: skip
+    except ValueError as error:
+        raise SystemExit(f"error: {error}") from None
+    device, dtype = _device(args.device), _dtype(args.dtype)
+
+    # 1. load the image pipeline (its UNet and VAE stay frozen)
+    start = time.perf_counter()
+    pipe = load_pipeline("image", args.model, device=device, dtype=dtype, progress=False)
+    timings = {"load": time.perf_counter() - start}
+
+    # 2. shots, then gradient ascent until the stop rule fires
+    try:
+        result = erase_concept(pipe, args.concept, config, progress=not args.quiet)
+    except (ValueError, FileNotFoundError) as error:
+        raise SystemExit(f"error: {error}") from None
+    timings.update(result.timings)
+
+    # 3. the checkpoint, atomically
+    extra = {"process_seconds": round(time.perf_counter() - START, 3)}
+    out = save_checkpoint(out, result, pipe.text_encoder, pipe.tokenizer, config, args.model, timings,
+                          overwrite=args.overwrite, extra=extra)  # fmt: skip
+    import json
+
+    manifest = json.loads((out / "unlearn.json").read_text())
+    split = ", ".join(f"{k} {v:.1f} s" for k, v in manifest["timings"].items())
+    print(f"checkpoint written to {out} ({result.steps} steps, stopped by {result.stopped_by})")
+    print(f"time: {split}; {time.perf_counter() - START:.1f} s since start")
+
+    # 4. the before/after preview, for the image and the video model
+    if args.preview:
+        video_model = args.video_model or ("tinyworld" if args.model == "tinyworld" else None)
+        preview = write_erase_preview(out, result, video_model, device, dtype, pipe, args.preview_steps)
+        if video_model is None:
+            print("no --video-model given: the preview shows images only")
+        print(f"preview (original vs unlearned, images and videos) in {preview}")
+    return 0
+
+
+# --- main -------------------------------------------------------------------------------------------------------
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="t2v-unlearn", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("erase", help="unlearn concepts from the shared text encoder, write an encoder checkpoint")
+    p.add_argument("--concept", action="append", required=True, help="concept to erase (repeat for several)")
+    p.add_argument("--images", help="folder of real images of the concept (default: the image model makes them)")
+    p.add_argument("--out", help="checkpoint folder (default: erased-<concept>)")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing --out")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--trainable", default="ffn+last-attn", help="ffn+last-attn (default), ffn, all, last-k, lora")
+    p.add_argument("--last-k", type=int, default=1, help="layers trained by --trainable last-k")
+    p.add_argument("--lora-rank", type=int, default=4)
+    p.add_argument("--shots", type=int, default=4, help="images generated per concept")
+    p.add_argument("--max-steps", type=int, default=200, help="cap on optimisation steps")
+    p.add_argument("--lr", type=float, default=2e-4, help="learning rate")
+    p.add_argument("--stop-rule", default="loss-ratio", choices=["loss-ratio", "max-steps"])
+    p.add_argument("--preserve-weight", type=float, default=1.0, help="weight of the preservation term (0: off)")
+    p.add_argument("--category", choices=["object", "style", "id"], help="concept category (default: looked up)")
+    p.add_argument("--gradient-checkpointing", action="store_true", help="trade compute for encoder memory")
+    p.add_argument("--preview", action=argparse.BooleanOptionalAction, default=True,
+                   help="write a before/after preview for the image and the video model (default: on)")  # fmt: skip
+    p.add_argument("--preview-steps", type=int, default=25)
+    p.add_argument("--video-model", help="video pipeline for the preview (default: tinyworld's, for tinyworld)")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    _add_model_args(p)
+    p.set_defaults(func=cmd_erase)
+
+    p = sub.add_parser("generate", help="generate images or videos, optionally with an unlearned encoder")
+    p.add_argument("--kind", choices=["image", "video"], default="image")
+    p.add_argument("--prompt", required=True)
+    p.add_argument("--text-encoder", help="an encoder checkpoint folder from `erase`")
+    p.add_argument("--force", action="store_true", help="accept a checkpoint unlearned from other base weights")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--num", type=int, default=1, help="how many samples (seeds seed, seed+1, ...)")
+    p.add_argument("--steps", type=int, default=25, help="denoising steps")
+    p.add_argument("--guidance", type=float, default=6.0, help="classifier-free guidance scale")
+    p.add_argument("--frames", type=int, default=8, help="video frames")
+    p.add_argument("--fps", type=int, default=8)
+    p.add_argument("--out", help="output folder (default: outputs/<kind>-<time>)")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing --out")
+    _add_model_args(p)
+    p.set_defaults(func=cmd_generate)
+
+    p = sub.add_parser("concepts", help="list the concept taxonomy: category, name, synonyms (tab-separated)")
+    p.add_argument("--model", default="tinyworld")
+    p.set_defaults(func=cmd_concepts)
+
+    try:
+        from .eval.cli import add_eval_arguments, run_eval
+    except ImportError:
+        pass
+    else:
+        p = sub.add_parser("eval", help="frame-level M-Score of an unlearned encoder on images and videos")
+        add_eval_arguments(p)
+        p.set_defaults(func=run_eval)
+
+    try:
+        from .encoders.inspect import add_inspect_arguments, run_inspect
+    except ImportError:
+        pass
+    else:
+        p = sub.add_parser("inspect", help="what an encoder is, whether bases share it, whether a checkpoint fits")
+        add_inspect_arguments(p)
+        p.set_defaults(func=run_inspect)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args) or 0
+    except (FileNotFoundError, FileExistsError, ValueError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

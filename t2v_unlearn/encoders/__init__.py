@@ -1,0 +1,17 @@
+"""Text-encoder unlearning: the method, its trainable presets, encoder-only checkpoints."""
+
+from .checkpoint import CheckpointError, load_text_encoder, read_manifest, save_checkpoint
+from .erase import EraseConfig, EraseResult, erase_concept
+from .fingerprint import encoder_fingerprint, tokenizer_fingerprint
+
+__all__ = [
+    "CheckpointError",
+    "EraseConfig",
+    "EraseResult",
+    "encoder_fingerprint",
+    "erase_concept",
+    "load_text_encoder",
+    "read_manifest",
+    "save_checkpoint",
+    "tokenizer_fingerprint",
+]

@@ -1,0 +1,283 @@
+"""Encoder-only checkpoints: write them, check them against a pipeline, load them.
+
+A checkpoint is a folder that plain libraries load:
+
+    text_encoder/config.json + model.safetensors   CLIPTextModel.from_pretrained(folder, subfolder="text_encoder")
+    compact/text_encoder_changed.safetensors       only the tensors the method changed, applied onto the base
+    lora/pytorch_lora_weights.safetensors          (trainable=lora) the patch in the diffusers LoRA format
+    unlearn.json                                   what was erased from which base, how, and what it cost
+    README.md                                      a model card
+"""
+
+from __future__ import annotations
+
+import copy
+import datetime
+import json
+import shutil
+import time
+from importlib import metadata
+from pathlib import Path
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+from transformers import CLIPTextModel
+
+from .fingerprint import architecture, encoder_fingerprint, tokenizer_fingerprint
+
+FORMAT_VERSION = 1
+COMPACT_FILE = "compact/text_encoder_changed.safetensors"
+LORA_DIR = "lora"
+LORA_FILE = "pytorch_lora_weights.safetensors"
+
+
+class CheckpointError(ValueError):
+    """A checkpoint that is missing, corrupt, or does not fit the pipeline it is meant for."""
+
+
+def versions() -> dict[str, str]:
+    out = {}
+    for package in ("t2v_unlearn", "torch", "diffusers", "transformers", "peft", "safetensors"):
+        try:
+            out[package] = metadata.version(package)
+        except metadata.PackageNotFoundError:
+            out[package] = "not installed"
+    return out
+
+
+def _folder_size(path: Path) -> int:
+    return sum(p.stat().st_size for p in path.rglob("*") if p.is_file()) if path.exists() else 0
+
+
+def prepare_output(out: str | Path, overwrite: bool) -> tuple[Path, Path]:
+    """(final, temporary) folders; refuses an existing output unless `overwrite`."""
+    out = Path(out)
+    if out.exists() and not overwrite:
+        raise FileExistsError(f"output folder {out} already exists; pass --overwrite or choose another --out")
+    tmp = out.with_name(f".{out.name}.tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    return out, tmp
+
+
+def commit_output(tmp: Path, out: Path) -> None:
+    """Move a finished temporary folder into place (replacing an old output only now)."""
+    if out.exists():
+        shutil.rmtree(out)
+    tmp.rename(out)
+
+
+def save_checkpoint(
+    out: str | Path,
+    result,
+    base_encoder: CLIPTextModel,
+    tokenizer,
+    config,
+    base_model: str,
+    timings: dict[str, float],
+    overwrite: bool = False,
+    extra: dict | None = None,
+) -> Path:
+    """Write an encoder-only checkpoint folder for an `EraseResult`; atomic (temporary folder, then rename).
+
+    The time saving takes is measured here and added to `timings` as "save".
+    """
+    start = time.perf_counter()
+    out, tmp = prepare_output(out, overwrite)
+    try:
+        encoder = result.text_encoder
+        encoder.save_pretrained(tmp / "text_encoder")
+        state = encoder.state_dict()
+        changed = {n: state[n].detach().contiguous().cpu() for n in result.changed_parameters}
+        (tmp / "compact").mkdir()
+        base_print = encoder_fingerprint(base_encoder)
+        save_file(changed, str(tmp / COMPACT_FILE), metadata={"base_fingerprint": base_print})
+        sizes = {"full_bytes": _folder_size(tmp / "text_encoder"), "compact_bytes": _folder_size(tmp / "compact")}
+        if result.lora_state_dict is not None:
+            from diffusers import StableDiffusionPipeline
+
+            layers = {k.removeprefix("base_model.model."): v for k, v in result.lora_state_dict.items()}
+            StableDiffusionPipeline.save_lora_weights(tmp / LORA_DIR, text_encoder_lora_layers=layers,
+                                                      weight_name=LORA_FILE)  # fmt: skip
+            sizes["lora_bytes"] = _folder_size(tmp / LORA_DIR)
+        manifest = {
+            "format_version": FORMAT_VERSION,
+            "concepts": [c.name for c in result.concepts],
+            "categories": {c.name: c.category for c in result.concepts},
+            "prompts": {c.name: list(c.prompts) for c in result.concepts},
+            "config": config.to_dict(),
+            "base_model": base_model,
+            "base_fingerprint": base_print,
+            "unlearned_fingerprint": encoder_fingerprint(encoder),
+            "base_architecture": architecture(base_encoder.config),
+            "tokenizer_fingerprint": tokenizer_fingerprint(tokenizer),
+            "changed_tensors": sorted(changed),
+            "changed_parameters": int(sum(t.numel() for t in changed.values())),
+            "total_parameters": int(sum(t.numel() for t in state.values())),
+            "steps": result.steps,
+            "stopped_by": result.stopped_by,
+            "history": result.history,
+            "sizes": sizes,
+            "timings": {**{k: round(v, 3) for k, v in timings.items()}, "save": round(time.perf_counter() - start, 3)},
+            "versions": versions(),
+            "created": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
+            **(extra or {}),
+        }
+        (tmp / "unlearn.json").write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
+        (tmp / "README.md").write_text(model_card(manifest))
+        commit_output(tmp, out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return out
+
+
+def model_card(manifest: dict) -> str:
+    concepts = ", ".join(f"`{c}` ({manifest['categories'][c]})" for c in manifest["concepts"])
+    sizes = manifest["sizes"]
+    lora = f"\n- `lora/{LORA_FILE}`: LoRA patch, {sizes['lora_bytes'] / 1024:.0f} KiB" if "lora_bytes" in sizes else ""
+    timings = ", ".join(f"{k} {v:.1f} s" for k, v in manifest["timings"].items())
+    return f"""---
+library_name: transformers
+tags: [t2v_unlearn, concept-erasure, clip-text-encoder]
+---
+# Unlearned CLIP text encoder: {", ".join(manifest["concepts"])}
+
+This folder holds a CLIP text encoder from which {concepts} was erased by few-shot unlearning
+(gradient ascent on the denoising loss through the frozen UNet), with t2v_unlearn
+{manifest["versions"].get("t2v_unlearn")}.
+
+- Base model: `{manifest["base_model"]}`, text-encoder fingerprint `{manifest["base_fingerprint"][:16]}...`
+- Trainable preset: `{manifest["config"]["trainable"]}`; {manifest["changed_parameters"]:,} of
+  {manifest["total_parameters"]:,} parameters changed; {manifest["steps"]} steps,
+  stopped by `{manifest["stopped_by"]}`.
+- Time: {timings}.
+
+## Files
+- `text_encoder/`: the full encoder, {sizes["full_bytes"] / 1024:.0f} KiB.
+  `CLIPTextModel.from_pretrained(folder, subfolder="text_encoder")` loads it without t2v_unlearn.
+- `{COMPACT_FILE}`: only the changed tensors, {sizes["compact_bytes"] / 1024:.0f} KiB,
+  applied onto the base encoder.{lora}
+- `unlearn.json`: the concepts, the full configuration, the base fingerprint, versions and timings.
+
+## Use
+```python
+from t2v_unlearn.pipelines import load_pipeline
+image = load_pipeline("image", model="{manifest["base_model"]}", text_encoder="path/to/this/folder")
+video = load_pipeline("video", model="{manifest["base_model"]}", text_encoder="path/to/this/folder")
+```
+The encoder serves every pipeline whose text encoder has the base fingerprint above (for example
+Stable Diffusion 2.x and ModelScope text-to-video share one).
+
+## How it was measured
+`t2v-unlearn eval --text-encoder <this folder>` scores images and every video frame with an independent
+CLIP detector (frame-level M-Score with bootstrap intervals). See the project's docs/BENCHMARKS.md.
+
+## Caveat: the UNet still holds the concept
+Only the text encoder changed. Whoever swaps the original encoder back, or optimises a token embedding
+against this one, can bring the concept back. This is erasure from the prompt interface, not from the weights.
+"""
+
+
+# --- loading -------------------------------------------------------------------------------------------------
+
+
+def read_manifest(folder: str | Path) -> dict:
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise CheckpointError(f"encoder checkpoint {folder} does not exist; pass the folder `t2v-unlearn erase` wrote")
+    path = folder / "unlearn.json"
+    if not path.is_file():
+        raise CheckpointError(f"{folder} is not an encoder checkpoint (no unlearn.json); pass a folder from `erase`")
+    try:
+        manifest = json.loads(path.read_text())
+    except json.JSONDecodeError as error:
+        raise CheckpointError(f"{path} is corrupt ({error}); re-run `t2v-unlearn erase`") from error
+    missing = {"base_fingerprint", "base_architecture", "tokenizer_fingerprint", "concepts"} - set(manifest)
+    if missing:
+        raise CheckpointError(f"{path} lacks {sorted(missing)}; re-run `t2v-unlearn erase`")
+    return manifest
+
+
+def check_compatible(manifest: dict, base: CLIPTextModel, tokenizer, force: bool = False, where: str = "",
+                     base_name: str = "the pipeline") -> None:  # fmt: skip
+    """Raise a `CheckpointError` naming both sides if a checkpoint cannot serve this pipeline's encoder.
+
+    `force` overrides only the base-fingerprint check, never the architecture or the tokenizer.
+    """
+    theirs, ours = manifest["base_architecture"], architecture(base.config)
+    if theirs != ours:
+        diff = {k: (theirs.get(k), ours.get(k)) for k in ours if theirs.get(k) != ours.get(k)}
+        detail = ", ".join(f"{k} {a} vs {b}" for k, (a, b) in diff.items())
+        hint = ""
+        if diff.get("hidden_size") == (768, 1024):
+            hint = " An encoder unlearned on SD 1.x (CLIP ViT-L/14) cannot serve SD 2.x or ModelScope/Zeroscope."
+        raise CheckpointError(
+            f"encoder checkpoint {where} does not fit {base_name}: {detail} (checkpoint vs pipeline).{hint} "
+            f"Unlearn on a base with the same text encoder as {base_name}; --force cannot override this."
+        )
+    if manifest["tokenizer_fingerprint"] != tokenizer_fingerprint(tokenizer):
+        raise CheckpointError(
+            f"encoder checkpoint {where} was unlearned with a different tokenizer than {base_name}'s "
+            "(vocabulary, merges or padding differ); token ids would not mean the same. Unlearn on this base."
+        )
+    if not force and manifest["base_fingerprint"] != encoder_fingerprint(base):
+        raise CheckpointError(
+            f"encoder checkpoint {where} was unlearned from base encoder {manifest['base_fingerprint'][:12]} "
+            f"({manifest.get('base_model', '?')}), but {base_name}'s encoder is {encoder_fingerprint(base)[:12]}. "
+            "Same architecture, other weights: pass --force to swap it in anyway, or unlearn on this base."
+        )
+
+
+def load_text_encoder(folder: str | Path, base: CLIPTextModel, tokenizer, force: bool = False,
+                      base_name: str = "the pipeline") -> CLIPTextModel:  # fmt: skip
+    """Check a checkpoint against a pipeline's encoder and tokenizer, then load it (full, compact or LoRA form)."""
+    folder = Path(folder)
+    manifest = read_manifest(folder)
+    check_compatible(manifest, base, tokenizer, force=force, where=str(folder), base_name=base_name)
+    try:
+        if (folder / "text_encoder" / "config.json").is_file():
+            encoder = CLIPTextModel.from_pretrained(folder / "text_encoder", dtype=torch.float32)
+            if architecture(encoder.config) != architecture(base.config):
+                raise CheckpointError(f"{folder}/text_encoder/config.json disagrees with unlearn.json's architecture")
+            return encoder.eval()
+        if (folder / COMPACT_FILE).is_file():
+            return apply_compact(base, load_file(str(folder / COMPACT_FILE)))
+        if (folder / LORA_DIR / LORA_FILE).is_file():
+            return apply_lora(base, folder / LORA_DIR / LORA_FILE, manifest["config"])
+    except (SafetensorError, OSError, RuntimeError) as error:
+        if isinstance(error, CheckpointError):
+            raise
+        raise CheckpointError(
+            f"encoder checkpoint {folder} is corrupt ({error}); re-run `t2v-unlearn erase`"
+        ) from error
+    raise CheckpointError(f"{folder} holds no encoder weights (text_encoder/, {COMPACT_FILE} or {LORA_DIR}/)")
+
+
+def apply_compact(base: CLIPTextModel, changed: dict[str, torch.Tensor]) -> CLIPTextModel:
+    """The base encoder with the changed tensors of a compact checkpoint put in."""
+    encoder = copy.deepcopy(base).float()
+    names = set(encoder.state_dict())
+    unknown = set(changed) - names
+    if unknown:
+        raise CheckpointError(f"compact checkpoint names tensors the base encoder lacks: {sorted(unknown)[:3]}")
+    encoder.load_state_dict(changed, strict=False)
+    return encoder.eval()
+
+
+def apply_lora(base: CLIPTextModel, path: Path, config: dict) -> CLIPTextModel:
+    """The base encoder with a diffusers-format text-encoder LoRA merged into its weights (through peft)."""
+    from peft import LoraConfig, get_peft_model, set_peft_model_state_dict
+
+    from .trainable import LORA_TARGET_MODULES
+
+    state = load_file(str(path))
+    state = {k.removeprefix("text_encoder."): v for k, v in state.items() if k.startswith("text_encoder.")}
+    rank = config.get("lora_rank", 4)
+    lora = LoraConfig(r=rank, lora_alpha=rank, target_modules=list(LORA_TARGET_MODULES))
+    model = get_peft_model(copy.deepcopy(base).float(), lora)
+    result = set_peft_model_state_dict(model, state)
+    if result.unexpected_keys:
+        raise CheckpointError(f"LoRA file {path} has keys the encoder lacks: {result.unexpected_keys[:3]}")
+    return model.merge_and_unload().eval()

@@ -1,0 +1,79 @@
+"""Seeded generation of images and videos as uint8 arrays, one generator per sample.
+
+Each sample gets its own `torch.Generator` seeded with its seed, so a sample is the same whatever else
+is in the batch: the original and the unlearned model see identical initial noise for a prompt/seed pair.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from diffusers import DiffusionPipeline
+
+DEFAULT_STEPS = 25
+DEFAULT_GUIDANCE = 6.0
+DEFAULT_NUM_FRAMES = 8
+
+
+def _generators(seeds: list[int], device) -> list[torch.Generator]:
+    # CPU generators give the same noise on every device, so results do not depend on where they ran
+    return [torch.Generator("cpu").manual_seed(int(s)) for s in seeds]
+
+
+def _to_uint8(array) -> np.ndarray:
+    array = np.asarray(array, dtype=np.float32)
+    return (np.clip(array, 0.0, 1.0) * 255).round().astype(np.uint8)
+
+
+@torch.no_grad()
+def generate_images(
+    pipe: DiffusionPipeline,
+    prompts: list[str],
+    seeds: list[int],
+    steps: int = DEFAULT_STEPS,
+    guidance: float = DEFAULT_GUIDANCE,
+    batch_size: int = 16,
+) -> np.ndarray:
+    """Images as uint8 (N, H, W, 3), one per (prompt, seed) pair."""
+    if len(prompts) != len(seeds):
+        raise ValueError(f"got {len(prompts)} prompts but {len(seeds)} seeds")
+    out = []
+    for start in range(0, len(prompts), batch_size):
+        chunk = slice(start, start + batch_size)
+        result = pipe(
+            prompt=prompts[chunk],
+            num_inference_steps=steps,
+            guidance_scale=guidance,
+            generator=_generators(seeds[chunk], pipe.device),
+            output_type="np",
+        )
+        out.append(_to_uint8(result.images))
+    return np.concatenate(out)
+
+
+@torch.no_grad()
+def generate_videos(
+    pipe: DiffusionPipeline,
+    prompts: list[str],
+    seeds: list[int],
+    steps: int = DEFAULT_STEPS,
+    guidance: float = DEFAULT_GUIDANCE,
+    num_frames: int = DEFAULT_NUM_FRAMES,
+    batch_size: int = 4,
+) -> np.ndarray:
+    """Videos as uint8 (N, F, H, W, 3), one per (prompt, seed) pair."""
+    if len(prompts) != len(seeds):
+        raise ValueError(f"got {len(prompts)} prompts but {len(seeds)} seeds")
+    out = []
+    for start in range(0, len(prompts), batch_size):
+        chunk = slice(start, start + batch_size)
+        result = pipe(
+            prompt=prompts[chunk],
+            num_inference_steps=steps,
+            guidance_scale=guidance,
+            num_frames=num_frames,
+            generator=_generators(seeds[chunk], pipe.device),
+            output_type="np",
+        )
+        out.append(_to_uint8(result.frames))
+    return np.concatenate(out)

@@ -1,0 +1,123 @@
+"""One way to get a ready diffusers pipeline: `load_pipeline(kind, model, text_encoder=...)`.
+
+`model` is `tinyworld` (the embedded default), a registered base name (see `pipelines/registry.py`) or a
+local diffusers folder. `text_encoder` is an encoder checkpoint written by `t2v-unlearn erase`; it is
+checked against the pipeline before it is swapped in.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import warnings
+from pathlib import Path
+
+import torch
+from diffusers import DiffusionPipeline, StableDiffusionPipeline, TextToVideoSDPipeline
+
+TINYWORLD = "tinyworld"
+WEIGHTS_DIR = Path(__file__).resolve().parent.parent / "tinyworld" / "weights"
+PIPELINE_CLASSES = {"image": StableDiffusionPipeline, "video": TextToVideoSDPipeline}
+KINDS = tuple(PIPELINE_CLASSES)
+
+
+class ModelNotFoundError(FileNotFoundError):
+    pass
+
+
+def tinyworld_path(component: str) -> Path:
+    """The folder of a shipped TinyWorld model: `image`, `video` or `evaluator`."""
+    path = WEIGHTS_DIR / component
+    if not path.is_dir():
+        raise ModelNotFoundError(
+            f"the TinyWorld {component} model is missing at {path}; reinstall t2v_unlearn or retrain it with "
+            "`python -m t2v_unlearn.tinyworld.train`"
+        )
+    return path
+
+
+def resolve_model(model: str | Path, kind: str) -> Path:
+    """Map a model argument to a local diffusers pipeline folder for `kind` ("image" or "video")."""
+    if kind not in KINDS:
+        raise ValueError(f"kind must be one of {KINDS}, got {kind!r}")
+    if str(model) == TINYWORLD:
+        return tinyworld_path(kind)
+    path = Path(model).expanduser()
+    if path.is_dir():
+        if not (path / "model_index.json").is_file():
+            raise ModelNotFoundError(f"{path} is a folder but not a diffusers pipeline (no model_index.json)")
+        return path
+    from .registry import resolve_registered  # registry names resolve through the Hugging Face cache
+
+    resolved = resolve_registered(str(model), kind)
+    if resolved is not None:
+        return resolved
+    raise ModelNotFoundError(
+        f"model {str(model)!r} is neither 'tinyworld', a registered base name, nor an existing folder; "
+        "pass a local diffusers pipeline folder or see `t2v-unlearn inspect --help`"
+    )
+
+
+def pipeline_class_name(path: Path) -> str:
+    return json.loads((path / "model_index.json").read_text()).get("_class_name", "?")
+
+
+def load_pipeline(
+    kind: str = "image",
+    model: str | Path = TINYWORLD,
+    text_encoder: str | Path | None = None,
+    device: str | torch.device = "cpu",
+    dtype: torch.dtype = torch.float32,
+    force: bool = False,
+    progress: bool = True,
+) -> DiffusionPipeline:
+    """Load an image (`StableDiffusionPipeline`) or video (`TextToVideoSDPipeline`) pipeline.
+
+    Args:
+        kind: "image" or "video".
+        model: "tinyworld", a registered base name, or a local diffusers folder.
+        text_encoder: an encoder checkpoint folder from `erase`; swapped in after the compatibility checks.
+        force: accept a checkpoint unlearned from a different base encoder (never a different architecture).
+    """
+    path = resolve_model(model, kind)
+    cls = PIPELINE_CLASSES[kind]
+    found = pipeline_class_name(path)
+    if found != cls.__name__:
+        raise ValueError(
+            f"{path} holds a {found}, but a {kind} pipeline needs a {cls.__name__} folder; "
+            f"pass --kind {'video' if kind == 'image' else 'image'} or another --model"
+        )
+    with warnings.catch_warnings(), _quiet_loading():
+        warnings.simplefilter("ignore", FutureWarning)
+        pipe = cls.from_pretrained(path, dtype=dtype)
+    if text_encoder is not None:
+        from ..encoders.checkpoint import load_text_encoder
+
+        pipe.text_encoder = load_text_encoder(
+            text_encoder, base=pipe.text_encoder, tokenizer=pipe.tokenizer, force=force, base_name=str(model)
+        ).to(dtype)
+    pipe.to(device)
+    pipe.set_progress_bar_config(disable=not progress, leave=False)
+    return pipe
+
+
+class _quiet_loading:
+    """Silence the deprecation notice TextToVideoSDPipeline logs on every construction, and loading bars."""
+
+    def __enter__(self):
+        from diffusers.utils import logging as diffusers_logging
+        from transformers.utils import logging as transformers_logging
+
+        self.modules = (diffusers_logging, transformers_logging)
+        self.logger = logging.getLogger("diffusers")
+        self.level = self.logger.level
+        self.logger.setLevel(logging.ERROR)
+        self.bars = [m.is_progress_bar_enabled() for m in self.modules]
+        for module in self.modules:
+            module.disable_progress_bar()
+
+    def __exit__(self, *exc):
+        self.logger.setLevel(self.level)
+        for module, enabled in zip(self.modules, self.bars, strict=True):
+            if enabled:
+                module.enable_progress_bar()
