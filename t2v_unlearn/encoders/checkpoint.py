@@ -273,7 +273,8 @@ def apply_lora(base: CLIPTextModel, path: Path, config: dict) -> CLIPTextModel:
     from .trainable import LORA_TARGET_MODULES
 
     state = load_file(str(path))
-    state = {k.removeprefix("text_encoder."): v for k, v in state.items() if k.startswith("text_encoder.")}
+    state = {"base_model.model." + k.removeprefix("text_encoder."): v for k, v in state.items()
+             if k.startswith("text_encoder.")}  # fmt: skip
     rank = config.get("lora_rank", 4)
     lora = LoraConfig(r=rank, lora_alpha=rank, target_modules=list(LORA_TARGET_MODULES))
     model = get_peft_model(copy.deepcopy(base).float(), lora)

@@ -14,9 +14,10 @@ from transformers import CLIPConfig, CLIPModel, CLIPTextConfig, CLIPTextModel, C
 
 LATENT_SIZE = 16
 TEXT_HIDDEN = 128
-# `attention_head_dim` is read as a head COUNT by both UNet classes (a diffusers naming legacy); keeping it
-# one int in both keeps the 3D UNet's spatial layers shape-identical to the 2D UNet's.
-UNET_HEADS = 4
+# diffusers' naming legacy: `attention_head_dim` is the number of heads per block in UNet2DConditionModel but
+# the width of a head in UNet3DConditionModel (SD 2.1 passes [5, 10, 20, 20], ModelScope 64: both 64 wide).
+# Both UNets get heads of one fixed width, so the video UNet computes exactly what the image UNet does.
+HEAD_WIDTH = 16
 UNET_CHANNELS = (64, 128)
 UNET_LAYERS_PER_BLOCK = 1
 
@@ -66,7 +67,7 @@ def make_unet2d() -> UNet2DConditionModel:
         block_out_channels=UNET_CHANNELS,
         layers_per_block=UNET_LAYERS_PER_BLOCK,
         cross_attention_dim=TEXT_HIDDEN,
-        attention_head_dim=UNET_HEADS,
+        attention_head_dim=tuple(c // HEAD_WIDTH for c in UNET_CHANNELS),
         use_linear_projection=True,
         norm_num_groups=32,
     )
@@ -82,7 +83,7 @@ def make_unet3d() -> UNet3DConditionModel:
         block_out_channels=UNET_CHANNELS,
         layers_per_block=UNET_LAYERS_PER_BLOCK,
         cross_attention_dim=TEXT_HIDDEN,
-        attention_head_dim=UNET_HEADS,
+        attention_head_dim=HEAD_WIDTH,
         norm_num_groups=32,
     )
 

@@ -1,0 +1,172 @@
+import json
+import shutil
+
+import pytest
+import torch
+from diffusers import StableDiffusionPipeline, TextToVideoSDPipeline
+from safetensors.torch import load_file
+from transformers import CLIPTextConfig, CLIPTextModel
+
+from t2v_unlearn.encoders import CheckpointError, EraseConfig, erase_concept, load_text_encoder, save_checkpoint
+from t2v_unlearn.encoders.checkpoint import COMPACT_FILE, apply_compact, check_compatible, read_manifest
+from t2v_unlearn.encoders.fingerprint import encoder_fingerprint
+from t2v_unlearn.pipelines import load_pipeline, tinyworld_path
+
+FAST = dict(num_shots=2, shot_steps=2, max_steps=3, check_every=3, stop_rule="max-steps", batch_size=2)
+PROMPTS = ["a picture of zorbo", "a star in dotted style", ""]
+
+
+def _hidden(encoder, tokenizer):
+    ids = tokenizer(PROMPTS, padding="max_length", max_length=77, return_tensors="pt").input_ids
+    with torch.no_grad():
+        return encoder(ids)[0]
+
+
+@pytest.fixture(scope="module")
+def erased(image_pipe, tmp_path_factory):
+    config = EraseConfig(**FAST)
+    result = erase_concept(image_pipe, ["zorbo"], config, progress=False)
+    folder = tmp_path_factory.mktemp("ckpt") / "zorbo"
+    save_checkpoint(folder, result, image_pipe.text_encoder, image_pipe.tokenizer, config, "tinyworld",
+                    {"load": 0.1, **result.timings})  # fmt: skip
+    return result, folder
+
+
+@pytest.fixture(scope="module")
+def erased_lora(image_pipe, tmp_path_factory):
+    config = EraseConfig(**FAST, trainable="lora", lr=1e-3)
+    result = erase_concept(image_pipe, ["star"], config, progress=False)
+    folder = tmp_path_factory.mktemp("ckpt") / "star-lora"
+    save_checkpoint(folder, result, image_pipe.text_encoder, image_pipe.tokenizer, config, "tinyworld", {})
+    return result, folder
+
+
+def test_checkpoint_layout_and_manifest(erased, image_pipe):
+    result, folder = erased
+    for name in ("text_encoder/config.json", "text_encoder/model.safetensors", COMPACT_FILE, "unlearn.json",
+                 "README.md"):  # fmt: skip
+        assert (folder / name).is_file(), name
+    manifest = json.loads((folder / "unlearn.json").read_text())
+    assert manifest["concepts"] == ["zorbo"] and manifest["categories"] == {"zorbo": "id"}
+    assert manifest["config"] == EraseConfig(**FAST).to_dict() | {"betas": list(EraseConfig().betas)}
+    assert manifest["base_fingerprint"] == encoder_fingerprint(image_pipe.text_encoder)
+    assert manifest["unlearned_fingerprint"] == encoder_fingerprint(result.text_encoder)
+    assert {"load", "shots", "optimise", "save"} <= set(manifest["timings"])
+    assert {"torch", "diffusers", "transformers"} <= set(manifest["versions"])
+    assert 0 < manifest["sizes"]["compact_bytes"] < manifest["sizes"]["full_bytes"]
+    assert "UNet still holds the concept" in (folder / "README.md").read_text()
+    assert not list(folder.parent.glob(".*tmp"))
+
+
+def test_plain_transformers_loads_the_encoder(erased, image_pipe):
+    result, folder = erased
+    plain = CLIPTextModel.from_pretrained(folder, subfolder="text_encoder")
+    assert torch.equal(_hidden(plain, image_pipe.tokenizer), _hidden(result.text_encoder, image_pipe.tokenizer))
+
+
+def test_compact_form_reproduces_the_full_one_exactly(erased, image_pipe):
+    _, folder = erased
+    full = CLIPTextModel.from_pretrained(folder, subfolder="text_encoder").state_dict()
+    compact = apply_compact(image_pipe.text_encoder, load_file(str(folder / COMPACT_FILE))).state_dict()
+    assert all(torch.equal(full[k], compact[k]) for k in full)
+    only_compact = folder.parent / "compact-only"
+    shutil.copytree(folder, only_compact)
+    shutil.rmtree(only_compact / "text_encoder")
+    loaded = load_text_encoder(only_compact, image_pipe.text_encoder, image_pipe.tokenizer).state_dict()
+    assert all(torch.equal(full[k], loaded[k]) for k in full)
+
+
+def test_swap_into_image_and_video_pipelines(erased):
+    result, folder = erased
+    image = load_pipeline("image", text_encoder=folder, progress=False)
+    video = load_pipeline("video", text_encoder=folder, progress=False)
+    expected = _hidden(result.text_encoder, image.tokenizer)
+    assert torch.equal(_hidden(image.text_encoder, image.tokenizer), expected)
+    assert torch.equal(_hidden(video.text_encoder, video.tokenizer), expected)
+
+
+def _manifest_copy(folder, tmp_path, **changes):
+    copy = tmp_path / "edited"
+    shutil.copytree(folder, copy)
+    manifest = json.loads((copy / "unlearn.json").read_text())
+    manifest.update(changes)
+    (copy / "unlearn.json").write_text(json.dumps(manifest))
+    return copy
+
+
+def test_architecture_mismatch_is_refused_even_with_force(erased, image_pipe, tmp_path):
+    _, folder = erased
+    arch = read_manifest(folder)["base_architecture"] | {"hidden_size": 768, "num_hidden_layers": 12}
+    edited = _manifest_copy(folder, tmp_path, base_architecture=arch)
+    for force in (False, True):
+        with pytest.raises(CheckpointError, match="hidden_size 768 vs 128"):
+            load_text_encoder(edited, image_pipe.text_encoder, image_pipe.tokenizer, force=force)
+
+
+def test_sd1_encoder_into_sd2_sized_base_names_the_reason(erased, image_pipe):
+    _, folder = erased
+    manifest = read_manifest(folder) | {"base_architecture": {"hidden_size": 768}}
+    config = CLIPTextConfig(vocab_size=50, hidden_size=1024, intermediate_size=32, num_hidden_layers=1,
+                            num_attention_heads=2, max_position_embeddings=77)  # fmt: skip
+    with pytest.raises(CheckpointError, match="SD 1.x"):
+        check_compatible(manifest, CLIPTextModel(config), image_pipe.tokenizer, base_name="ModelScope")
+
+
+def test_tokenizer_mismatch_is_refused(erased, image_pipe, tmp_path):
+    _, folder = erased
+    edited = _manifest_copy(folder, tmp_path, tokenizer_fingerprint="0" * 64)
+    with pytest.raises(CheckpointError, match="tokenizer"):
+        load_text_encoder(edited, image_pipe.text_encoder, image_pipe.tokenizer, force=True)
+
+
+def test_base_fingerprint_mismatch_needs_force(erased, image_pipe, tmp_path):
+    _, folder = erased
+    edited = _manifest_copy(folder, tmp_path, base_fingerprint="f" * 64)
+    with pytest.raises(CheckpointError, match="--force"):
+        load_text_encoder(edited, image_pipe.text_encoder, image_pipe.tokenizer)
+    assert load_text_encoder(edited, image_pipe.text_encoder, image_pipe.tokenizer, force=True) is not None
+
+
+def test_corrupt_and_missing_checkpoints_get_clear_errors(erased, image_pipe, tmp_path):
+    _, folder = erased
+    with pytest.raises(CheckpointError, match="does not exist"):
+        load_text_encoder(tmp_path / "nothing", image_pipe.text_encoder, image_pipe.tokenizer)
+    broken = tmp_path / "broken"
+    shutil.copytree(folder, broken)
+    weights = broken / "text_encoder" / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:1000])
+    with pytest.raises(CheckpointError, match="corrupt"):
+        load_text_encoder(broken, image_pipe.text_encoder, image_pipe.tokenizer)
+    (broken / "unlearn.json").write_text("{not json")
+    with pytest.raises(CheckpointError, match="corrupt"):
+        load_text_encoder(broken, image_pipe.text_encoder, image_pipe.tokenizer)
+
+
+def test_existing_output_is_refused(erased, image_pipe):
+    result, folder = erased
+    with pytest.raises(FileExistsError, match="--overwrite"):
+        save_checkpoint(folder, result, image_pipe.text_encoder, image_pipe.tokenizer, EraseConfig(), "x", {})
+
+
+def test_lora_patch_is_small_and_loads_with_plain_diffusers(erased_lora, image_pipe):
+    result, folder = erased_lora
+    lora_file = folder / "lora" / "pytorch_lora_weights.safetensors"
+    assert lora_file.is_file() and lora_file.stat().st_size < 1024 * 1024
+    expected = _hidden(result.text_encoder, image_pipe.tokenizer)
+    assert not torch.allclose(expected, _hidden(image_pipe.text_encoder, image_pipe.tokenizer), atol=1e-4)
+
+    image = StableDiffusionPipeline.from_pretrained(tinyworld_path("image"), dtype=torch.float32)
+    image.load_lora_weights(folder / "lora")
+    assert torch.allclose(_hidden(image.text_encoder, image.tokenizer), expected, atol=1e-4)
+
+    video = TextToVideoSDPipeline.from_pretrained(tinyworld_path("video"), dtype=torch.float32)
+    state = TextToVideoSDPipeline.lora_state_dict(folder / "lora")[0]
+    TextToVideoSDPipeline.load_lora_into_text_encoder(state, network_alphas=None, text_encoder=video.text_encoder)
+    assert torch.allclose(_hidden(video.text_encoder, video.tokenizer), expected, atol=1e-4)
+
+    only_lora = folder.parent / "lora-only"
+    shutil.copytree(folder, only_lora)
+    shutil.rmtree(only_lora / "text_encoder")
+    (only_lora / COMPACT_FILE).unlink()
+    merged = load_text_encoder(only_lora, image_pipe.text_encoder, image_pipe.tokenizer)
+    assert torch.allclose(_hidden(merged, image_pipe.tokenizer), expected, atol=1e-4)

@@ -1,0 +1,127 @@
+import copy
+
+import numpy as np
+import pytest
+import torch
+from diffusers import DDIMScheduler
+from PIL import Image
+from transformers import CLIPTextConfig, CLIPTextModel
+
+from t2v_unlearn.encoders import EraseConfig, erase_concept
+from t2v_unlearn.encoders.erase import denoising_target
+from t2v_unlearn.encoders.trainable import trainable_parameter_names
+from t2v_unlearn.tinyworld.render import Scene, render
+
+FAST = dict(num_shots=2, shot_steps=2, max_steps=4, check_every=2, stop_rule="max-steps", batch_size=2)
+
+
+def _state(module):
+    return {k: v.clone() for k, v in module.state_dict().items()}
+
+
+def _same(a, b):
+    return a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_denoising_target_follows_prediction_type():
+    latents, noise = torch.randn(2, 4, 8, 8), torch.randn(2, 4, 8, 8)
+    t = torch.tensor([10, 900])
+    eps = DDIMScheduler(prediction_type="epsilon")
+    assert torch.equal(denoising_target(eps, latents, noise, t), noise)
+    v = DDIMScheduler(prediction_type="v_prediction")
+    alpha = v.alphas_cumprod[t].view(-1, 1, 1, 1)
+    expected = alpha.sqrt() * noise - (1 - alpha).sqrt() * latents
+    assert torch.allclose(denoising_target(v, latents, noise, t), expected, atol=1e-6)
+    with pytest.raises(ValueError, match="prediction_type"):
+        denoising_target(DDIMScheduler(prediction_type="sample"), latents, noise, t)
+
+
+def test_gradient_ascent_raises_the_concept_loss(image_pipe):
+    config = EraseConfig(**{**FAST, "max_steps": 6}, preserve_weight=0.0, lr=1e-3)
+    result = erase_concept(image_pipe, ["zorbo"], config, progress=False)
+    assert result.history[-1]["concept_loss"] > result.history[0]["concept_loss"]
+
+
+def test_v_prediction_scheduler_is_followed(image_pipe):
+    pipe = copy.copy(image_pipe)
+    pipe.scheduler = DDIMScheduler.from_config(image_pipe.scheduler.config, prediction_type="v_prediction")
+    result = erase_concept(pipe, ["star"], EraseConfig(**FAST, preserve_weight=0.0, lr=1e-3), progress=False)
+    assert result.history[-1]["concept_loss"] > result.history[0]["concept_loss"]
+
+
+@pytest.mark.parametrize("preset", ["ffn+last-attn", "ffn", "last-k"])
+def test_only_the_chosen_parameters_change_and_unet_vae_stay(image_pipe, preset):
+    unet, vae, encoder = _state(image_pipe.unet), _state(image_pipe.vae), _state(image_pipe.text_encoder)
+    result = erase_concept(image_pipe, ["circle"], EraseConfig(**FAST, trainable=preset), progress=False)
+    chosen = set(trainable_parameter_names(image_pipe.text_encoder, preset, last_k=1))
+    after = result.text_encoder.state_dict()
+    changed = {k for k in after if not torch.equal(after[k], encoder[k])}
+    assert changed and changed <= chosen
+    assert changed == set(result.changed_parameters)
+    assert _same(unet, image_pipe.unet.state_dict()) and _same(vae, image_pipe.vae.state_dict())
+    assert _same(encoder, image_pipe.text_encoder.state_dict())  # the pipeline's own encoder is untouched
+
+
+def test_presets_resolve_the_last_layer_from_the_config():
+    for layers in (12, 23):
+        config = CLIPTextConfig(vocab_size=50, hidden_size=8, intermediate_size=16, num_hidden_layers=layers,
+                                num_attention_heads=2, max_position_embeddings=8)  # fmt: skip
+        names = trainable_parameter_names(CLIPTextModel(config), "ffn+last-attn")
+        attention_layers = {n.split(".layers.")[1].split(".")[0] for n in names if "self_attn" in n}
+        assert attention_layers == {str(layers - 1)}
+        assert sum(".mlp." in n for n in names) == 4 * layers
+    with pytest.raises(ValueError, match="last_k"):
+        trainable_parameter_names(CLIPTextModel(config), "last-k", last_k=99)
+
+
+def test_erasing_is_deterministic(image_pipe):
+    a = erase_concept(image_pipe, ["striped"], EraseConfig(**FAST), progress=False).text_encoder.state_dict()
+    b = erase_concept(image_pipe, ["striped"], EraseConfig(**FAST), progress=False).text_encoder.state_dict()
+    assert _same(a, b)
+
+
+def test_stop_rule_stops_early_when_the_ratio_is_reached(image_pipe):
+    config = EraseConfig(**{**FAST, "stop_rule": "loss-ratio", "max_steps": 30}, stop_ratio=0.0)
+    result = erase_concept(image_pipe, ["heart"], config, progress=False)
+    assert result.stopped_by == "loss_ratio" and result.steps == config.check_every
+
+
+def test_several_concepts_in_one_run(image_pipe):
+    result = erase_concept(image_pipe, ["zorbo", "star"], EraseConfig(**FAST), progress=False)
+    assert [c.name for c in result.concepts] == ["zorbo", "star"]
+    assert set(result.shots) == {"zorbo", "star"}
+
+
+def test_real_images_are_resized_and_used(image_pipe, tmp_path):
+    for i in range(2):
+        frame = render(Scene("id", "zorbo", "white", x=0.45 + 0.1 * i))[0]
+        Image.fromarray(frame).resize((90, 120)).save(tmp_path / f"shot{i}.png")
+    result = erase_concept(image_pipe, ["zorbo"], EraseConfig(**FAST, images=str(tmp_path)), progress=False)
+    assert result.shots["zorbo"].shape == (2, 64, 64, 3)
+
+
+@pytest.mark.parametrize("bad", [[""], ["   "], [], ["not-a-tinyworld-thing"]])
+def test_bad_concepts_are_refused(image_pipe, bad):
+    with pytest.raises(ValueError, match="concept"):
+        erase_concept(image_pipe, bad, EraseConfig(**FAST), progress=False)
+
+
+def test_missing_or_empty_image_folder_is_refused(image_pipe, tmp_path):
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        erase_concept(image_pipe, ["zorbo"], EraseConfig(**FAST, images=str(tmp_path / "nope")), progress=False)
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(ValueError, match="no images"):
+        erase_concept(image_pipe, ["zorbo"], EraseConfig(**FAST, images=str(tmp_path / "empty")), progress=False)
+
+
+def test_config_validates():
+    with pytest.raises(ValueError, match="trainable"):
+        EraseConfig(trainable="everything")
+    with pytest.raises(ValueError, match="stop_rule"):
+        EraseConfig(stop_rule="never")
+
+
+def test_given_shots_skip_generation(image_pipe):
+    shots = {"square": np.stack([render(Scene("object", "square", "gray", "red", "solid"))[0]] * 2)}
+    result = erase_concept(image_pipe, ["square"], EraseConfig(**FAST), progress=False, shots=shots)
+    assert result.shots["square"] is shots["square"]

@@ -1,0 +1,53 @@
+import numpy as np
+import torch
+
+from t2v_unlearn.pipelines import tinyworld_path
+from t2v_unlearn.pipelines.generate import generate_images, generate_videos
+from t2v_unlearn.tinyworld import models
+
+
+def test_pipelines_load_offline_with_the_real_classes(image_pipe, video_pipe):
+    assert type(image_pipe).__name__ == "StableDiffusionPipeline"
+    assert type(video_pipe).__name__ == "TextToVideoSDPipeline"
+    assert type(video_pipe.unet).__name__ == "UNet3DConditionModel"
+    assert image_pipe.text_encoder.dtype == torch.float32  # stored fp16, loaded fp32
+
+
+def test_image_and_video_share_an_identical_text_encoder_and_vae(image_pipe, video_pipe):
+    for a, b in [(image_pipe.text_encoder, video_pipe.text_encoder), (image_pipe.vae, video_pipe.vae)]:
+        sa, sb = a.state_dict(), b.state_dict()
+        assert sa.keys() == sb.keys()
+        assert all(torch.equal(sa[k], sb[k]) for k in sa)
+
+
+def test_generation_shapes_and_dtypes(image_pipe, video_pipe):
+    images = generate_images(image_pipe, ["a picture of a star", "zorbo"], [0, 1], steps=3)
+    assert images.shape == (2, 64, 64, 3) and images.dtype == np.uint8
+    videos = generate_videos(video_pipe, ["a red circle moving left"], [0], steps=2)
+    assert videos.shape == (1, 8, 64, 64, 3) and videos.dtype == np.uint8
+
+
+def test_generation_is_seeded_per_sample(image_pipe):
+    alone = generate_images(image_pipe, ["a picture of a heart"], [7], steps=3)
+    batched = generate_images(image_pipe, ["zorbo", "a picture of a heart"], [1, 7], steps=3)
+    assert np.abs(alone[0].astype(int) - batched[1].astype(int)).max() <= 1
+
+
+def test_shipped_weights_are_safetensors_under_budget():
+    root = tinyworld_path("image").parent
+    files = [p for p in root.rglob("*") if p.is_file()]
+    assert not [p for p in files if p.suffix in {".bin", ".pt", ".pth", ".ckpt", ".pkl"}]
+    weights = sum(p.stat().st_size for p in files if p.suffix == ".safetensors")
+    assert 0 < weights < 60 * 2**20
+
+
+def test_video_unet_starts_as_the_image_unet_frame_by_frame():
+    torch.manual_seed(0)
+    unet2d = models.make_unet2d().eval()
+    unet3d = models.unet3d_from_unet2d(unet2d).eval()
+    latents = torch.randn(1, 4, 3, 16, 16)
+    hidden = torch.randn(1, 77, models.TEXT_HIDDEN)
+    with torch.no_grad():
+        video = unet3d(latents, 10, hidden).sample
+        frames = unet2d(latents[0].permute(1, 0, 2, 3), 10, hidden.expand(3, -1, -1)).sample
+    assert torch.allclose(video[0].permute(1, 0, 2, 3), frames, atol=1e-4)

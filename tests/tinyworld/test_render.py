@@ -1,0 +1,100 @@
+import numpy as np
+import pytest
+
+from t2v_unlearn.tinyworld.render import CHARACTER_COLOURS, Scene, caption, frame_scene, render, sample_scene
+from t2v_unlearn.tinyworld.taxonomy import load_taxonomy
+
+
+def test_render_is_deterministic():
+    a = render(sample_scene(np.random.default_rng(3), video=True))
+    b = render(sample_scene(np.random.default_rng(3), video=True))
+    assert a.dtype == np.uint8 and a.shape == (8, 64, 64, 3)
+    assert np.array_equal(a, b)
+
+
+def test_solid_object_shows_its_colour_on_its_background():
+    taxonomy = load_taxonomy()
+    scene = Scene("object", "square", "gray", colour="red", style="solid", size=0.6)
+    image = render(scene)[0].astype(int)
+    assert np.abs(image[32, 32] - taxonomy.colours["red"]).max() <= 2
+    assert np.abs(image[1, 1] - taxonomy.backgrounds["gray"]).max() <= 2
+
+
+@pytest.mark.parametrize("style", ["striped", "dotted", "checkered"])
+def test_patterned_styles_mix_colour_and_tint_inside_the_shape(style):
+    scene = Scene("object", "square", "black", colour="blue", style=style, size=0.8)
+    inside = render(scene)[0][20:44, 20:44].reshape(-1, 3)
+    assert len(np.unique(inside, axis=0)) > 8  # two fills and their anti-aliased edges
+    solid = render(Scene("object", "square", "black", colour="blue", style="solid", size=0.8))[0][20:44, 20:44]
+    assert len(np.unique(solid.reshape(-1, 3), axis=0)) == 1
+
+
+def test_outlined_leaves_the_inside_as_background():
+    taxonomy = load_taxonomy()
+    image = render(Scene("object", "circle", "white", colour="green", style="outlined", size=0.8))[0].astype(int)
+    assert np.abs(image[32, 32] - taxonomy.backgrounds["white"]).max() <= 2
+
+
+def test_characters_show_their_body_colour():
+    for name, colour in CHARACTER_COLOURS.items():
+        image = render(Scene("id", name, "white", size=0.8))[0].reshape(-1, 3).astype(int)
+        share = (np.abs(image - colour).max(axis=1) <= 3).mean()
+        assert share > 0.1, name
+
+
+def _centroid(frame, background):
+    mask = np.abs(frame.astype(int) - background).max(axis=-1) > 10
+    ys, xs = np.nonzero(mask)
+    return xs.mean(), ys.mean(), mask.sum()
+
+
+@pytest.mark.parametrize(
+    "motion, check",
+    [
+        ("moving right", lambda a, b: b[0] > a[0] + 10),
+        ("moving left", lambda a, b: b[0] < a[0] - 10),
+        ("moving down", lambda a, b: b[1] > a[1] + 10),
+        ("moving up", lambda a, b: b[1] < a[1] - 10),
+        ("growing", lambda a, b: b[2] > 1.5 * a[2]),
+        ("shrinking", lambda a, b: b[2] < a[2] / 1.5),
+    ],
+)
+def test_motions_move_the_subject_as_labelled(motion, check):
+    background = load_taxonomy().backgrounds["black"]
+    frames = render(Scene("object", "star", "black", colour="yellow", style="solid", motion=motion))
+    assert check(_centroid(frames[0], background), _centroid(frames[-1], background))
+
+
+def test_frame_scene_matches_video_frame():
+    scene = Scene("object", "heart", "beige", colour="pink", style="dotted", motion="rotating")
+    frames = render(scene)
+    assert np.array_equal(render(frame_scene(scene, 1.0))[0], frames[-1])
+
+
+def test_labels_and_captions_name_the_drawn_concepts():
+    rng = np.random.default_rng(0)
+    taxonomy = load_taxonomy()
+    for _ in range(50):
+        scene = sample_scene(rng, video=True)
+        text = caption(scene, rng, synonym_prob=0.0)
+        labels = scene.labels()
+        named = [v for v in labels.values() if v is not None and v in text.split()]
+        assert named, (text, labels)
+        assert text.endswith(scene.motion)
+        if scene.category == "id":
+            assert labels["id"] in taxonomy.names("id") and labels["object"] is None
+
+
+def test_captions_use_synonyms_and_many_templates():
+    rng = np.random.default_rng(1)
+    texts = [caption(sample_scene(rng), rng) for _ in range(400)]
+    synonyms = {s for c in load_taxonomy().concepts for s in c.synonyms}
+    assert any(set(t.split()) & synonyms for t in texts)
+    assert len({t.split(" ")[0] for t in texts}) >= 5
+    assert sum(len(v) for v in load_taxonomy().caption_templates.values()) >= 10
+
+
+def test_sample_scene_can_fix_a_concept():
+    rng = np.random.default_rng(2)
+    assert all(sample_scene(rng, subject="zorbo").subject == "zorbo" for _ in range(5))
+    assert all(sample_scene(rng, style="striped").style == "striped" for _ in range(5))
