@@ -153,7 +153,7 @@ def cmd_erase(args) -> int:
         raise SystemExit(f"error: --images {args.images} is not a folder; pass a folder of .png/.jpg images")
     try:
         config = EraseConfig(trainable=args.trainable, last_k=args.last_k, lora_rank=args.lora_rank,
-                             num_shots=args.shots, images=args.images, max_steps=args.max_steps, lr=args.lr,
+                             num_shots=args.shots, shot_steps=args.shot_steps, images=args.images, max_steps=args.max_steps, lr=args.lr,
                              stop_rule=args.stop_rule, preserve_weight=args.preserve_weight, seed=args.seed,
                              category=args.category, gradient_checkpointing=args.gradient_checkpointing)  # fmt: skip
     except ValueError as error:
@@ -211,6 +211,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--last-k", type=int, default=1, help="layers trained by --trainable last-k")
     p.add_argument("--lora-rank", type=int, default=4)
     p.add_argument("--shots", type=int, default=4, help="images generated per concept")
+    p.add_argument("--shot-steps", type=int, default=25, help="denoising steps when generating the shots")
     p.add_argument("--max-steps", type=int, default=200, help="cap on optimisation steps")
     p.add_argument("--lr", type=float, default=2e-4, help="learning rate")
     p.add_argument("--stop-rule", default="loss-ratio", choices=["loss-ratio", "max-steps"])

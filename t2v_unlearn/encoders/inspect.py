@@ -149,10 +149,12 @@ def resolve_source(argument: str, kind: str | None = None) -> EncoderSource:
         kind = kind or base.kinds[0]
         try:
             folder = resolve_registered(name, kind)
-        except BaseNotDownloadedError as error:
+        except BaseNotDownloadedError:
             source = EncoderSource(argument, "registered", None, config=base.config("text_encoder"), registered=name,
                                    pipeline_class=base.pipeline_class)  # fmt: skip
-            source.notes += [f"weights not downloaded: described from the registry's config only ({error})"]
+            fetch = base.download_command()
+            source.notes.append(f"weights not downloaded ({base.repo_id} is not in the Hugging Face cache): "
+                                f"described from the registry's config only; fetch with `{fetch}`")  # fmt: skip
             return source
         source = _from_pipeline_folder(argument, folder)
         source.registered = name
@@ -309,9 +311,10 @@ def shared_encoder_report(first: EncoderSource, second: EncoderSource) -> dict:
             hint = "; an SD 1.x (CLIP ViT-L/14) encoder cannot serve SD 2.x or ModelScope/Zeroscope"
         report.update(shared=False, reason=f"different architectures: {detail}{hint}")
     elif tensors["identical"] is None:
-        notes = [f"{s.argument}: {n}" for s in (first, second) for n in s.notes if n.startswith("weights not")]
-        report.update(shared=None, reason="same architecture, but the weights of a side are not at hand, so "
-                      "identity is unknown. " + " ".join(notes))  # fmt: skip
+        absent = [s.argument for s in (first, second) if s.text_encoder is None]
+        report.update(shared=None, reason=f"same architecture and tokenizer config, but no weights at hand for "
+                      f"{' and '.join(absent)}: download them (see the notes) and inspect again to compare the "
+                      "tensors")  # fmt: skip
     elif not tensors["identical"]:
         diff = tensors["first_difference"]
         report.update(shared=False, reason=f"same architecture, other weights: {tensors['differing_tensors']} of "
@@ -341,7 +344,7 @@ def checkpoint_fit_report(checkpoint: EncoderSource, base: EncoderSource) -> dic
                           f"{_arch_text(differences)} (checkpoint vs base)")  # fmt: skip
         else:
             report.update(fits=None, reason=f"same architecture, but {base.argument}'s weights or tokenizer are not "
-                          "at hand, so the fingerprint checks cannot run. " + " ".join(base.notes))  # fmt: skip
+                          "at hand, so the fingerprint and tokenizer checks cannot run (see the notes)")  # fmt: skip
         return report
     where, name = str(checkpoint.path), base.argument
     try:

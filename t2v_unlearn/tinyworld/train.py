@@ -378,6 +378,22 @@ def stage_export(args, tokenizer, record):
     video.save_pretrained(tmp / "video")
     evaluator.save_pretrained(tmp / "evaluator")
     tokenizer.save_pretrained(tmp / "evaluator")
+    # the evaluator reads 64x64 pixels scaled to [-1, 1]: say so the way CLIPImageProcessor reads it
+    preprocessor = {
+        "image_processor_type": "CLIPImageProcessor",
+        "do_resize": True,
+        "size": {"shortest_edge": 64},
+        "do_center_crop": True,
+        "crop_size": {"height": 64, "width": 64},
+        "do_rescale": True,
+        "rescale_factor": 1 / 255,
+        "do_normalize": True,
+        "image_mean": [0.5, 0.5, 0.5],
+        "image_std": [0.5, 0.5, 0.5],
+        "do_convert_rgb": True,
+        "resample": 3,
+    }
+    (tmp / "evaluator" / "preprocessor_config.json").write_text(json.dumps(preprocessor, indent=2) + "\n")
     for folder in ("image/tokenizer", "video/tokenizer", "evaluator"):  # the slow tokenizer's files too
         for name in ("vocab.json", "merges.txt"):
             shutil.copy(work / "tokenizer" / name, tmp / folder / name)
@@ -404,7 +420,10 @@ def main(argv=None):
     parser.add_argument("--image-steps", type=int, default=2500)
     parser.add_argument("--video-steps", type=int, default=500)
     parser.add_argument("--video-lr", type=float, default=3e-4)
+    parser.add_argument("--threads", type=int, default=None, help="CPU threads (default: torch's choice)")
     args = parser.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
 
     work = Path(args.work)
     work.mkdir(parents=True, exist_ok=True)

@@ -1,0 +1,156 @@
+"""How good are the shipped TinyWorld models? Evaluator accuracy, image and video hit rates, motion, speed.
+
+    python benchmarks/tinyworld_quality.py [--seeds 4] [--video-seeds 4] [--record]
+
+Targets (issue "TinyWorld"): evaluator zero-shot accuracy >= 95% per category on 1,000 fresh renders;
+generated images labelled as the prompted concept >= 80% per category; video frames >= 70% per category,
+with frames that visibly move. Writes benchmarks/results/tinyworld_quality.json; --record appends a line
+to docs/BENCHMARKS.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from t2v_unlearn.eval.detector import ZeroShotDetector
+from t2v_unlearn.pipelines import load_pipeline
+from t2v_unlearn.pipelines.generate import generate_images, generate_videos
+from t2v_unlearn.tinyworld.render import render, sample_scene
+from t2v_unlearn.tinyworld.taxonomy import CATEGORIES, load_taxonomy
+
+ROOT = Path(__file__).resolve().parent.parent
+HELD_OUT_SEED = 987_654_321  # training batches use seeds below 5e7
+
+
+def classify(detector, frames, category):
+    """Index into the category's concept names of each frame's argmax."""
+    taxonomy = load_taxonomy()
+    names = taxonomy.names(category)
+    probabilities = detector.probabilities(frames, names, taxonomy.detector_templates[category])
+    return np.asarray(names)[probabilities.argmax(-1)]
+
+
+def evaluator_accuracy(detector, count: int) -> dict:
+    rng = np.random.default_rng(HELD_OUT_SEED)
+    scenes = [sample_scene(rng) for _ in range(count)]
+    frames = np.stack([render(s)[0] for s in scenes])
+    out = {}
+    for category in CATEGORIES:
+        idx = [i for i, s in enumerate(scenes) if s.labels()[category] is not None]
+        truth = np.array([scenes[i].labels()[category] for i in idx])
+        predicted = classify(detector, frames[idx], category)
+        out[category] = {"accuracy": float((predicted == truth).mean()), "n": len(idx)}
+    return out
+
+
+def prompts_for(concept, count: int, motion: bool) -> list[str]:
+    taxonomy = load_taxonomy()
+    templates = taxonomy.generation_templates[concept.category]
+    objects, backgrounds, motions = taxonomy.names("object"), list(taxonomy.backgrounds), taxonomy.motions
+    prompts = []
+    for i in range(count):
+        text = templates[i % len(templates)].format(
+            concept=concept.name, object=objects[(i * 3) % len(objects)], background=backgrounds[i % len(backgrounds)]
+        )
+        prompts.append(f"{text} {motions[i % len(motions)]}" if motion else text)
+    return prompts
+
+
+def hit_rates(detector, pipe, kind: str, templates: int, seeds: int, steps: int) -> tuple[dict, dict]:
+    taxonomy = load_taxonomy()
+    per_concept, motion = {}, []
+    for concept in taxonomy.concepts:
+        prompts = [p for p in prompts_for(concept, templates, motion=kind == "video") for _ in range(seeds)]
+        seed_list = [s for _ in range(templates) for s in range(seeds)]
+        if kind == "image":
+            frames = generate_images(pipe, prompts, seed_list, steps)[:, None]
+        else:
+            frames = generate_videos(pipe, prompts, seed_list, steps, batch_size=8)
+            motion.append(np.abs(np.diff(frames.astype(np.float32), axis=1)).mean())
+        flat = frames.reshape(-1, *frames.shape[2:])
+        hits = classify(detector, flat, concept.category) == concept.name
+        per_concept[concept.name] = {"category": concept.category, "hit_rate": float(hits.mean()), "n": len(flat)}
+        print(f"  {kind} {concept.category:6s} {concept.name:10s} {hits.mean():.2f}", flush=True)
+    by_category = {
+        c: float(np.mean([v["hit_rate"] for v in per_concept.values() if v["category"] == c])) for c in CATEGORIES
+    }
+    extra = {"mean_abs_frame_difference": float(np.mean(motion))} if motion else {}
+    return {"by_category": by_category, "per_concept": per_concept, **extra}, per_concept
+
+
+def rendered_motion(count: int = 64) -> float:
+    rng = np.random.default_rng(HELD_OUT_SEED + 1)
+    videos = np.stack([render(sample_scene(rng, video=True)) for _ in range(count)]).astype(np.float32)
+    return float(np.abs(np.diff(videos, axis=1)).mean())
+
+
+def generation_speed(image_pipe, video_pipe, steps: int) -> dict:
+    generate_images(image_pipe, ["zorbo"], [0], steps)  # warm-up
+    start = time.perf_counter()
+    generate_images(image_pipe, ["a picture of a star"], [1], steps)
+    image = time.perf_counter() - start
+    generate_videos(video_pipe, ["zorbo moving left"], [0], 2)  # warm-up
+    start = time.perf_counter()
+    generate_videos(video_pipe, ["a red circle moving right"], [1], steps)
+    return {"image_seconds": round(image, 3), "video_seconds": round(time.perf_counter() - start, 3), "steps": steps}
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--held-out", type=int, default=1000)
+    parser.add_argument("--templates", type=int, default=4)
+    parser.add_argument("--seeds", type=int, default=4)
+    parser.add_argument("--video-seeds", type=int, default=4)
+    parser.add_argument("--steps", type=int, default=25)
+    parser.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "tinyworld_quality.json"))
+    parser.add_argument("--record", action="store_true", help="append a line to docs/BENCHMARKS.md")
+    args = parser.parse_args()
+
+    start = time.perf_counter()
+    detector = ZeroShotDetector.from_pretrained("tinyworld")
+    image_pipe = load_pipeline("image", progress=False)
+    video_pipe = load_pipeline("video", progress=False)
+    result = {
+        "machine": f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} threads, "
+        f"torch {torch.__version__}",
+        "evaluator": evaluator_accuracy(detector, args.held_out),
+    }
+    print("evaluator", json.dumps(result["evaluator"]))
+    result["image"], _ = hit_rates(detector, image_pipe, "image", args.templates, args.seeds, args.steps)
+    result["video"], _ = hit_rates(detector, video_pipe, "video", args.templates, args.video_seeds, args.steps)
+    result["video"]["rendered_mean_abs_frame_difference"] = rendered_motion()
+    result["speed"] = generation_speed(image_pipe, video_pipe, args.steps)
+    result["targets"] = {"evaluator": 0.95, "image": 0.80, "video": 0.70}
+    result["seconds"] = round(time.perf_counter() - start, 1)
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(result, indent=2, sort_keys=True) + "\n")
+
+    ev = result["evaluator"]
+    line = (
+        f"| {time.strftime('%Y-%m-%d')} | {result['machine']} | "
+        + " / ".join(f"{ev[c]['accuracy']:.3f}" for c in CATEGORIES)
+        + " | "
+        + " / ".join(f"{result['image']['by_category'][c]:.2f}" for c in CATEGORIES)
+        + " | "
+        + " / ".join(f"{result['video']['by_category'][c]:.2f}" for c in CATEGORIES)
+        + f" | {result['video']['mean_abs_frame_difference']:.1f} (rendered "
+        f"{result['video']['rendered_mean_abs_frame_difference']:.1f})"
+        + f" | {result['speed']['image_seconds']:.2f} s / {result['speed']['video_seconds']:.2f} s |"
+    )
+    print(json.dumps(result["image"]["by_category"]), json.dumps(result["video"]["by_category"]))
+    print(line)
+    if args.record:
+        with open(ROOT / "docs" / "BENCHMARKS.md", "a") as f:
+            f.write(line + "\n")
+
+
+if __name__ == "__main__":
+    main()

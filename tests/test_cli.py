@@ -1,0 +1,85 @@
+"""The CLI end to end, in subprocesses, on TinyWorld with small step counts."""
+
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from t2v_unlearn.pipelines.video_io import read_video
+
+ENV = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "2")}
+
+
+def cli(*args, check=True):
+    result = subprocess.run([sys.executable, "-m", "t2v_unlearn.cli", *args], capture_output=True, text=True,
+                            env=ENV, timeout=600)  # fmt: skip
+    if check and result.returncode != 0:
+        raise AssertionError(f"exit {result.returncode}\n{result.stdout}\n{result.stderr}")
+    return result
+
+
+def test_concepts_lists_the_taxonomy_tab_separated():
+    lines = cli("concepts").stdout.strip().splitlines()
+    rows = [line.split("\t") for line in lines]
+    assert len(rows) == 18 and all(len(r) == 3 for r in rows)
+    assert ["id", "zorbo", "zorby"] in rows
+    assert {r[0] for r in rows} == {"object", "style", "id"}
+
+
+def test_erase_then_generate_with_the_checkpoint(tmp_path):
+    out = tmp_path / "zorbo-erased"
+    result = cli("erase", "--concept", "zorbo", "--out", str(out), "--max-steps", "4", "--shots", "2",
+                 "--shot-steps", "3", "--preview-steps", "2", "--device", "cpu", "--quiet")  # fmt: skip
+    assert f"checkpoint written to {out}" in result.stdout and "time: load" in result.stdout
+    manifest = json.loads((out / "unlearn.json").read_text())
+    assert manifest["concepts"] == ["zorbo"] and manifest["steps"] <= 4
+    assert {"load", "shots", "optimise", "save"} <= set(manifest["timings"])
+    assert (out / "text_encoder" / "model.safetensors").is_file()
+    grid = Image.open(out / "preview" / "images.png")
+    assert grid.width > grid.height / 2
+    gifs = sorted((out / "preview").glob("video_*.gif"))
+    assert gifs and Image.open(gifs[0]).n_frames == 8
+
+    refused = cli("erase", "--concept", "zorbo", "--out", str(out), check=False)
+    assert refused.returncode != 0 and "--overwrite" in refused.stderr
+
+    video_dir = tmp_path / "video"
+    cli("generate", "--kind", "video", "--prompt", "zorbo moving left", "--text-encoder", str(out),
+        "--steps", "2", "--out", str(video_dir), "--device", "cpu")  # fmt: skip
+    frames = read_video(video_dir / "video_seed0.mp4")
+    assert frames.shape == (8, 64, 64, 3)
+    pngs = sorted((video_dir / "video_seed0_frames").glob("*.png"))
+    lossless = np.stack([np.asarray(Image.open(p)) for p in pngs])
+    assert lossless.shape == (8, 64, 64, 3)
+    assert np.abs(lossless.astype(int) - frames.astype(int)).mean() < 12  # mp4 is lossy, but the same video
+    assert Image.open(video_dir / "video_seed0.gif").n_frames == 8
+
+
+def test_generate_images(tmp_path):
+    cli("generate", "--kind", "image", "--prompt", "a picture of a star", "--num", "2", "--steps", "2",
+        "--out", str(tmp_path / "img"), "--device", "cpu")  # fmt: skip
+    images = sorted((tmp_path / "img").glob("image_seed*.png"))
+    assert [p.name for p in images] == ["image_seed0.png", "image_seed1.png"]
+    assert Image.open(images[0]).size == (64, 64)
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["erase", "--concept", "", "--no-preview"], "empty"),
+        (["erase", "--concept", "unicorn", "--no-preview"], "unknown TinyWorld concept"),
+        (["erase", "--concept", "zorbo", "--images", "/no/such/folder"], "not a folder"),
+        (["generate", "--prompt", "zorbo", "--model", "/no/such/model"], "neither"),
+        (["generate", "--prompt", "zorbo", "--text-encoder", "/no/such/ckpt"], "does not exist"),
+    ],
+)
+def test_bad_input_fails_with_a_clear_message_and_no_output(tmp_path, args, message):
+    out = tmp_path / "out"
+    result = cli(*args, "--out", str(out), check=False)
+    assert result.returncode != 0
+    assert message in result.stderr, result.stderr
+    assert not out.exists() and not list(tmp_path.glob(".*tmp"))
