@@ -152,10 +152,21 @@ def cmd_erase(args) -> int:
     if args.images is not None and not Path(args.images).is_dir():
         raise SystemExit(f"error: --images {args.images} is not a folder; pass a folder of .png/.jpg images")
     try:
-        config = EraseConfig(trainable=args.trainable, last_k=args.last_k, lora_rank=args.lora_rank,
-                             num_shots=args.shots, shot_steps=args.shot_steps, images=args.images, max_steps=args.max_steps, lr=args.lr,
-                             stop_rule=args.stop_rule, preserve_weight=args.preserve_weight, seed=args.seed,
-                             category=args.category, gradient_checkpointing=args.gradient_checkpointing)  # fmt: skip
+        config = EraseConfig(
+            trainable=args.trainable,
+            last_k=args.last_k,
+            lora_rank=args.lora_rank,
+            num_shots=args.shots,
+            shot_steps=args.shot_steps,
+            images=args.images,
+            max_steps=args.max_steps,
+            lr=args.lr,
+            stop_rule=args.stop_rule,
+            preserve_weight=args.preserve_weight,
+            seed=args.seed,
+            category=args.category,
+            gradient_checkpointing=args.gradient_checkpointing,
+        )
     except ValueError as error:
         raise SystemExit(f"error: {error}") from None
     device, dtype = _device(args.device), _dtype(args.dtype)
