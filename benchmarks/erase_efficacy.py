@@ -1,0 +1,96 @@
+"""Does erasing work on TinyWorld? One concept per category, plain vs regularised, images and videos.
+
+    python benchmarks/erase_efficacy.py [--concepts zorbo star striped] [--variants plain regularised] [--full]
+
+For each concept and variant: `erase_concept` with the defaults (the regularised variant is the default;
+plain sets preserve_weight=0), then `evaluate` (the frame-level M-Score of t2v_unlearn.eval) on images and
+videos with the TinyWorld suite (--quick plan unless --full). All runs share one generation folder, so the
+original model's samples are generated once. Prints a table and writes
+benchmarks/results/erase_efficacy.json. Goal (issue "Erase"): the target under 5% of frames in images and
+videos, the other concepts keeping at least 90% of their original hit rate.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import time
+from pathlib import Path
+
+import torch
+
+from t2v_unlearn.encoders import EraseConfig, erase_concept, save_checkpoint
+from t2v_unlearn.eval.evaluate import EvalConfig, evaluate
+from t2v_unlearn.pipelines import load_pipeline
+
+ROOT = Path(__file__).resolve().parent.parent
+VARIANTS = {"regularised": {}, "plain": {"preserve_weight": 0.0}}
+
+
+def fmt(estimate: dict) -> str:
+    return f"{estimate['value']:.2f} [{estimate['low']:.2f}, {estimate['high']:.2f}]"
+
+
+def target_rates(metrics: dict, kind: str, concept: str) -> tuple[float, float]:
+    entry = metrics[kind]["concepts"][concept]
+    return entry["original"]["m_score"]["value"], entry["unlearned"]["m_score"]["value"]
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--concepts", nargs="+", default=["zorbo", "star", "striped"])
+    parser.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=list(VARIANTS))
+    parser.add_argument("--full", action="store_true", help="the full suite instead of the --quick plan")
+    parser.add_argument("--work", default=str(ROOT / "runs" / "efficacy"), help="checkpoints and samples")
+    parser.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "erase_efficacy.json"))
+    args = parser.parse_args()
+
+    work = Path(args.work)
+    pipe = load_pipeline("image", progress=False)
+    rows, results = [], {}
+    for concept in args.concepts:
+        for variant in args.variants:
+            config = EraseConfig(**VARIANTS[variant])
+            start = time.perf_counter()
+            result = erase_concept(pipe, [concept], config, progress=False)
+            seconds = time.perf_counter() - start
+            folder = save_checkpoint(work / "checkpoints" / f"{concept}-{variant}", result, pipe.text_encoder,
+                                     pipe.tokenizer, config, "tinyworld", result.timings, overwrite=True)  # fmt: skip
+            metrics, _ = evaluate(EvalConfig(text_encoder=str(folder), quick=not args.full, progress=False),
+                                  work / "samples")  # fmt: skip
+            entry = {"steps": result.steps, "stopped_by": result.stopped_by, "erase_seconds": round(seconds, 1)}
+            for kind in ("image", "video"):
+                before, after = target_rates(metrics, kind, concept)
+                entry[kind] = {
+                    "target_before": before,
+                    "target_after": after,
+                    **{k: metrics[kind][k] for k in ("erasure", "retention", "retention_same_category",
+                                                     "retention_other_categories", "harmonic_mean")},
+                }  # fmt: skip
+            results[f"{concept}/{variant}"] = entry
+            row = (
+                f"| {concept} | {variant} | {result.steps} ({result.stopped_by}) | "
+                f"{entry['image']['target_before']:.2f} -> {entry['image']['target_after']:.2f} | "
+                f"{entry['video']['target_before']:.2f} -> {entry['video']['target_after']:.2f} | "
+                f"{fmt(entry['image']['retention'])} | {fmt(entry['video']['retention'])} | "
+                f"{fmt(entry['image']['harmonic_mean'])} | {fmt(entry['video']['harmonic_mean'])} |"
+            )
+            rows.append(row)
+            print(row, flush=True)
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    summary = {
+        "machine": f"{platform.machine()}, {torch.get_num_threads()} threads",
+        "plan": "full" if args.full else "quick",
+        "results": results,
+        "table": rows,
+    }
+    out.write_text(json.dumps(summary, indent=2, sort_keys=True) + "\n")
+    print("| concept | variant | steps | image target hit rate | video frame hit rate | image retention | "
+          "video retention | image H | video H |")  # fmt: skip
+    print("\n".join(rows))
+
+
+if __name__ == "__main__":
+    main()

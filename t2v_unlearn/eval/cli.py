@@ -1,0 +1,157 @@
+"""The `eval` command: judge an encoder checkpoint (or existing videos) and write metrics.json + report.html.
+
+    t2v-unlearn eval --text-encoder encoders/zorbo --quick --out results/zorbo
+    t2v-unlearn eval --videos clips/ --concept zorbo --out results/clips
+    accelerate launch --multi_gpu --num_processes 2 -m t2v_unlearn.eval --text-encoder encoders/zorbo --out r/z
+        # sharded generation (on CPUs too: --multi_gpu only picks accelerate's torchrun launcher)
+
+Results are written into a hidden `.<out>.partial` folder beside `--out` and renamed when complete, so no
+half-written output is left; rerunning the same command after an interruption resumes from the samples
+already generated there.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import sys
+from dataclasses import asdict, fields
+from pathlib import Path
+
+from .evaluate import KIND_CHOICES, EvalConfig, evaluate, evaluate_video_files
+from .report import write_report
+
+# fields whose change makes already generated samples stale
+GENERATION_FIELDS = (
+    "text_encoder",
+    "model",
+    "video_model",
+    "suite",
+    "quick",
+    "concepts",
+    "seed",
+    "steps",
+    "guidance",
+    "num_frames",
+)
+
+
+def _help(name: str) -> str:
+    return next(f.metadata["help"] for f in fields(EvalConfig) if f.name == name)
+
+
+def add_eval_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    """Add the `eval` options to a parser (the main CLI calls this for its `eval` subcommand)."""
+    parser.add_argument("--text-encoder", metavar="DIR", help=_help("text_encoder"))
+    parser.add_argument("--model", metavar="tinyworld|FOLDER", help=_help("model"))
+    parser.add_argument("--video-model", metavar="NAME|FOLDER", help=_help("video_model"))
+    parser.add_argument("--kind", choices=KIND_CHOICES, default="both", help=_help("kind"))
+    parser.add_argument("--suite", metavar="NAME|FILE", help=_help("suite") + " (tinyworld, sd2)")
+    parser.add_argument("--quick", action="store_true", help=_help("quick") + " (about 5 minutes on 2 CPU cores)")
+    parser.add_argument("--concept", action="append", dest="concepts", metavar="NAME", help=_help("concepts"))
+    parser.add_argument("--videos", metavar="DIR", help=_help("videos"))
+    parser.add_argument("--detector", metavar="FOLDER", help=_help("detector"))
+    parser.add_argument("--out", metavar="DIR", required=True, help="output folder (metrics.json, report.html)")
+    parser.add_argument("--overwrite", action="store_true", help="replace an existing --out")
+    parser.add_argument("--device", default="cpu", help=_help("device"))
+    parser.add_argument("--seed", type=int, default=0, help=_help("seed"))
+    parser.add_argument("--steps", type=int, default=25, help=_help("steps"))
+    parser.add_argument("--guidance", type=float, default=6.0, help=_help("guidance"))
+    parser.add_argument("--num-frames", type=int, default=8, help=_help("num_frames"))
+    parser.add_argument(
+        "--no-decoded", action="store_false", dest="score_decoded", help="skip scoring videos after an mp4 round trip"
+    )
+    parser.add_argument("--bootstrap-resamples", type=int, default=2000, help=_help("bootstrap_resamples"))
+    parser.add_argument("--no-progress", action="store_true", help="hide progress bars")
+    return parser
+
+
+def config_from_args(args: argparse.Namespace) -> EvalConfig:
+    if args.videos is None and args.text_encoder is None:
+        raise ValueError("pass --text-encoder DIR (a checkpoint from `erase`) or --videos DIR --concept NAME")
+    return EvalConfig(
+        text_encoder=args.text_encoder, model=args.model, video_model=args.video_model, kind=args.kind,
+        suite=args.suite, quick=args.quick,
+        concepts=list(args.concepts or []), detector=args.detector, videos=args.videos, seed=args.seed,
+        steps=args.steps, guidance=args.guidance, num_frames=args.num_frames, device=args.device,
+        score_decoded=args.score_decoded, bootstrap_resamples=args.bootstrap_resamples, progress=not args.no_progress,
+    )  # fmt: skip
+
+
+def _check_resumable(partial: Path, config: EvalConfig) -> None:
+    saved_path = partial / "eval_config.json"
+    if not saved_path.is_file():
+        return
+    saved = json.loads(saved_path.read_text())
+    current = asdict(config)
+    changed = [k for k in GENERATION_FIELDS if saved.get(k) != current.get(k)]
+    if changed:
+        raise ValueError(
+            f"{partial} holds an interrupted evaluation with different {', '.join(changed)}; delete it to start "
+            "afresh, or rerun with the same options to resume it"
+        )
+
+
+def run_eval(args: argparse.Namespace) -> int:
+    """Run the `eval` command; returns the process exit code."""
+    from .runner import distributed_state
+
+    state = distributed_state(args.device)
+    out = Path(args.out).expanduser()
+    try:
+        config = config_from_args(args)
+        if out.exists() and not args.overwrite:
+            raise FileExistsError(f"--out {out} already exists; pass --overwrite to replace it or pick another folder")
+        partial = out.with_name(f".{out.name}.partial")
+        if config.videos is None:
+            from .evaluate import resolve_config
+
+            config = resolve_config(config)
+        if state.is_main_process:
+            _check_resumable(partial, config)
+            partial.mkdir(parents=True, exist_ok=True)
+            (partial / "eval_config.json").write_text(json.dumps(asdict(config), indent=2, sort_keys=True) + "\n")
+        state.wait_for_everyone()
+        # 1. generate and score
+        if config.videos is not None:
+            if not state.is_main_process:
+                return 0
+            metrics, gallery = evaluate_video_files(config, Path(config.videos))
+        else:
+            metrics, gallery = evaluate(config, partial)
+            if not state.is_main_process:
+                return 0
+        # 2. write metrics.json and report.html, then move the finished folder into place
+        (partial / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")  # order: targets first
+        write_report(partial / "report.html", metrics, gallery)
+        if out.exists():
+            shutil.rmtree(out)
+        partial.rename(out)
+    except (ValueError, FileNotFoundError, FileExistsError, KeyError) as error:
+        message = error.args[0] if isinstance(error, KeyError) and error.args else error
+        print(f"t2v-unlearn eval: error: {message}", file=sys.stderr)
+        return 2
+    for kind in ("image", "video", "video_mp4"):
+        if kind in metrics:
+            m = metrics[kind]
+            line = ", ".join(f"{k} {_short(m[k])}" for k in ("erasure", "retention", "harmonic_mean"))
+            print(f"{kind}: {line}")
+    print(f"wrote {out / 'metrics.json'} and {out / 'report.html'}")
+    return 0
+
+
+def _short(entry: dict) -> str:
+    if entry.get("value") is None:
+        return "n/a"
+    if entry.get("low") is None:
+        return f"{entry['value']:.3f}"
+    return f"{entry['value']:.3f} [{entry['low']:.3f}, {entry['high']:.3f}]"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="t2v-unlearn eval", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    add_eval_arguments(parser)
+    return run_eval(parser.parse_args(argv))

@@ -1,0 +1,208 @@
+"""Zero-shot concept detection with a CLIP model that is independent of the encoder being unlearned.
+
+Frames (uint8, (N, H, W, 3)) go in; a softmax over a concept's label set comes out. Each label's text
+embedding is the normalised mean over the category's detector templates (CLIP's prompt ensembling).
+Preprocessing is plain torch (resize the short side, centre crop, normalise), because transformers'
+`CLIPImageProcessor` wants torchvision, which does not install beside the CPU torch here.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from transformers import CLIPModel, CLIPTokenizer
+
+from ..pipelines.load import TINYWORLD, tinyworld_path
+
+# OpenAI CLIP's normalisation (what every CLIP ViT-L/14 and OpenCLIP ViT-H/14 checkpoint expects)
+CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
+CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
+# the TinyWorld evaluator was trained on pixels scaled to [-1, 1]
+SYMMETRIC_MEAN = (0.5, 0.5, 0.5)
+SYMMETRIC_STD = (0.5, 0.5, 0.5)
+
+
+@dataclass(frozen=True)
+class LabelSet:
+    """The labels a concept's frames are classified over, and which of them count as the concept."""
+
+    labels: tuple[str, ...]
+    positive: tuple[bool, ...]
+
+    @property
+    def mask(self) -> np.ndarray:
+        return np.array(self.positive, dtype=bool)
+
+
+def label_set(concept: str, synonyms: Sequence[str] = (), distractors: Sequence[str] = ()) -> LabelSet:
+    """L_c = {c} ∪ synonyms(c) ∪ distractors(c); a hit is an argmax in {c} ∪ synonyms(c)."""
+    labels, positive = [], []
+    for word, is_concept in [(concept, True), *((s, True) for s in synonyms), *((d, False) for d in distractors)]:
+        if word in labels:
+            if positive[labels.index(word)] != is_concept:
+                raise ValueError(f"label {word!r} of concept {concept!r} is both a synonym and a distractor")
+            continue
+        labels.append(word)
+        positive.append(is_concept)
+    return LabelSet(tuple(labels), tuple(positive))
+
+
+class ZeroShotDetector:
+    """A CLIP model used as a zero-shot classifier: `probabilities(frames, label_set, templates)` -> (N, L)."""
+
+    def __init__(
+        self,
+        model: CLIPModel,
+        tokenizer: CLIPTokenizer,
+        image_mean: Sequence[float] = CLIP_MEAN,
+        image_std: Sequence[float] = CLIP_STD,
+        image_size: int | None = None,
+        batch_size: int = 64,
+        device: str | torch.device = "cpu",
+    ):
+        self.model = model.eval().to(device)
+        self.tokenizer = tokenizer
+        self.device = torch.device(device)
+        self.dtype = next(model.parameters()).dtype
+        self.image_size = int(image_size or model.config.vision_config.image_size)
+        self.mean = torch.tensor(image_mean, dtype=torch.float32).view(1, 3, 1, 1)
+        self.std = torch.tensor(image_std, dtype=torch.float32).view(1, 3, 1, 1)
+        self.batch_size = batch_size
+        self._text_cache: dict[tuple[str, tuple[str, ...]], torch.Tensor] = {}
+
+    @classmethod
+    def from_pretrained(
+        cls,
+        model: str | Path = TINYWORLD,
+        batch_size: int = 64,
+        device: str = "cpu",
+        dtype: torch.dtype = torch.float32,
+    ) -> ZeroShotDetector:
+        """Load a local transformers `CLIPModel` folder (with its tokenizer) or the shipped TinyWorld evaluator."""
+        path = resolve_detector(model)
+        clip = CLIPModel.from_pretrained(path, dtype=dtype)
+        try:
+            tokenizer = CLIPTokenizer.from_pretrained(path)
+        except (OSError, TypeError, ValueError) as error:
+            raise FileNotFoundError(f"detector at {path} has no readable CLIP tokenizer files: {error}") from error
+        mean, std, size = preprocessing_constants(path, clip)
+        return cls(clip, tokenizer, mean, std, size, batch_size=batch_size, device=device)
+
+    # --- text side ---------------------------------------------------------------------------------------
+
+    @torch.no_grad()
+    def text_embeddings(self, labels: Sequence[str], templates: Sequence[str]) -> torch.Tensor:
+        """(L, D) unit vectors: for each label, the normalised mean of its normalised template embeddings."""
+        if not templates or any("{label}" not in t for t in templates):
+            raise ValueError(f"detector templates must each contain '{{label}}', got {list(templates)}")
+        out = []
+        for label in labels:
+            key = (label, tuple(templates))
+            if key not in self._text_cache:
+                tokens = self.tokenizer(
+                    [t.format(label=label) for t in templates], padding=True, truncation=True, return_tensors="pt"
+                ).to(self.device)
+                features = self.model.get_text_features(**tokens)
+                features = getattr(features, "pooler_output", features).float()
+                features = F.normalize(features, dim=-1).mean(0)
+                self._text_cache[key] = F.normalize(features, dim=-1).cpu()
+            out.append(self._text_cache[key])
+        return torch.stack(out)
+
+    # --- image side --------------------------------------------------------------------------------------
+
+    def preprocess(self, frames: np.ndarray) -> torch.Tensor:
+        """uint8 (N, H, W, 3) -> normalised float (N, 3, S, S): bicubic resize of the short side, centre crop."""
+        frames = np.asarray(frames)
+        if frames.ndim != 4 or frames.shape[-1] != 3 or frames.dtype != np.uint8:
+            raise ValueError(f"frames must be uint8 (N, H, W, 3), got {frames.dtype} {frames.shape}")
+        pixels = torch.from_numpy(np.ascontiguousarray(frames)).permute(0, 3, 1, 2).float() / 255.0
+        height, width = pixels.shape[-2:]
+        size = self.image_size
+        if (height, width) != (size, size):
+            scale = size / min(height, width)
+            new_size = (max(size, round(height * scale)), max(size, round(width * scale)))
+            pixels = F.interpolate(pixels, size=new_size, mode="bicubic", align_corners=False, antialias=True)
+            top, left = (new_size[0] - size) // 2, (new_size[1] - size) // 2
+            pixels = pixels[:, :, top : top + size, left : left + size].clamp(0, 1)
+        return (pixels - self.mean) / self.std
+
+    @torch.no_grad()
+    def image_embeddings(self, frames: np.ndarray) -> torch.Tensor:
+        """(N, D) unit image embeddings, computed in batches of `batch_size`."""
+        out = []
+        for start in range(0, len(frames), self.batch_size):
+            pixels = self.preprocess(frames[start : start + self.batch_size]).to(self.device, self.dtype)
+            features = self.model.get_image_features(pixel_values=pixels)
+            features = getattr(features, "pooler_output", features).float()
+            out.append(F.normalize(features, dim=-1).cpu())
+        if not out:
+            return torch.zeros(0, self.model.config.projection_dim)
+        return torch.cat(out)
+
+    def probabilities_from_embeddings(
+        self, image_embeddings: torch.Tensor, labels: LabelSet | Sequence[str], templates: Sequence[str]
+    ) -> np.ndarray:
+        """Softmax over labels of logit_scale * cos(image, label): (N, D) -> (N, L) float64."""
+        names = labels.labels if isinstance(labels, LabelSet) else tuple(labels)
+        text = self.text_embeddings(names, templates)
+        scale = self.model.logit_scale.detach().float().exp().cpu()
+        logits = scale * image_embeddings @ text.T
+        return torch.softmax(logits.double(), dim=-1).numpy()
+
+    def probabilities(
+        self, frames: np.ndarray, labels: LabelSet | Sequence[str], templates: Sequence[str]
+    ) -> np.ndarray:
+        """p(label | frame) for uint8 frames (N, H, W, 3) over `labels`: (N, L), each row summing to 1."""
+        return self.probabilities_from_embeddings(self.image_embeddings(frames), labels, templates)
+
+
+def resolve_detector(model: str | Path) -> Path:
+    """'tinyworld', a local CLIPModel folder, or a Hub name already in the local Hugging Face cache (no download)."""
+    if str(model) == TINYWORLD:
+        return tinyworld_path("evaluator")
+    path = Path(model).expanduser()
+    if not path.exists() and str(model).count("/") == 1:
+        from huggingface_hub import snapshot_download
+
+        try:
+            path = Path(snapshot_download(str(model), local_files_only=True))
+        except Exception:  # not cached: fall through to the error below, which says what to do
+            pass
+    if not (path / "config.json").is_file():
+        raise FileNotFoundError(
+            f"detector {str(model)!r}: {path} is not a transformers CLIPModel folder (no config.json); pass "
+            "'tinyworld' or a local CLIP folder, e.g. `hf download openai/clip-vit-large-patch14 --local-dir DIR` "
+            "then --detector DIR"
+        )
+    return path
+
+
+def preprocessing_constants(path: Path, clip: CLIPModel) -> tuple[tuple[float, ...], tuple[float, ...], int]:
+    """Mean, std and input size: from preprocessor_config.json when present; else TinyWorld's or CLIP's own."""
+    config_file = path / "preprocessor_config.json"
+    size = int(clip.config.vision_config.image_size)
+    if config_file.is_file():
+        config = json.loads(config_file.read_text())
+        crop = config.get("crop_size", size)
+        crop = crop.get("height", size) if isinstance(crop, dict) else crop
+        return tuple(config.get("image_mean", CLIP_MEAN)), tuple(config.get("image_std", CLIP_STD)), int(crop)
+    if is_tinyworld_evaluator(path):
+        return SYMMETRIC_MEAN, SYMMETRIC_STD, size
+    return CLIP_MEAN, CLIP_STD, size
+
+
+def is_tinyworld_evaluator(path: Path) -> bool:
+    """A TinyWorld export (`tinyworld.train` stage `export`) writes the evaluator beside training.json."""
+    path = Path(path).resolve()
+    try:
+        shipped = tinyworld_path("evaluator").resolve() == path
+    except FileNotFoundError:
+        shipped = False
+    return shipped or (path.name == "evaluator" and (path.parent / "training.json").is_file())

@@ -1,0 +1,155 @@
+import argparse
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+
+from t2v_unlearn.eval.cli import add_eval_arguments, run_eval
+from t2v_unlearn.pipelines.video_io import write_gif
+
+HEADLINE = ("erasure", "retention", "harmonic_mean")
+
+
+def _parse(argv):
+    return add_eval_arguments(argparse.ArgumentParser()).parse_args(argv)
+
+
+@pytest.fixture
+def checkpoint(tiny_pipelines, tmp_path):
+    """A hand-made encoder checkpoint: the tiny pipeline's encoder with perturbed feed-forward weights."""
+    fingerprint = pytest.importorskip("t2v_unlearn.encoders.fingerprint")
+    from transformers import CLIPTextModel, CLIPTokenizer
+
+    base = CLIPTextModel.from_pretrained(tiny_pipelines / "image" / "text_encoder")
+    tokenizer = CLIPTokenizer.from_pretrained(tiny_pipelines / "image" / "tokenizer")
+    unlearned = CLIPTextModel.from_pretrained(tiny_pipelines / "image" / "text_encoder")
+    with torch.no_grad():
+        for name, parameter in unlearned.named_parameters():
+            if "mlp" in name:
+                parameter.add_(torch.randn(parameter.shape, generator=torch.Generator().manual_seed(0)))
+    folder = tmp_path / "ckpt"
+    unlearned.save_pretrained(folder / "text_encoder")
+    manifest = {
+        "concepts": ["zorbo"],
+        "base_model": str(tiny_pipelines),
+        "base_fingerprint": fingerprint.encoder_fingerprint(base),
+        "base_architecture": fingerprint.architecture(base.config),
+        "tokenizer_fingerprint": fingerprint.tokenizer_fingerprint(tokenizer),
+    }
+    (folder / "unlearn.json").write_text(json.dumps(manifest))
+    return folder
+
+
+def test_eval_generates_scores_and_reports_a_checkpoint(checkpoint, tiny_clip_dir, tmp_path, capsys):
+    out = tmp_path / "results"
+    argv = ["--text-encoder", str(checkpoint), "--quick", "--steps", "2", "--num-frames", "3", "--suite", "tinyworld",
+            "--detector", str(tiny_clip_dir), "--bootstrap-resamples", "200", "--no-progress",
+            "--out", str(out)]  # fmt: skip
+    assert run_eval(_parse(argv)) == 0, capsys.readouterr().err
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["targets"] == ["zorbo"]  # from unlearn.json
+    assert metrics["model"] == json.loads((checkpoint / "unlearn.json").read_text())["base_model"]
+    for kind in ("image", "video"):
+        for key in HEADLINE:
+            assert set(metrics[kind][key]) == {"value", "low", "high", "n"}
+        concepts = metrics[kind]["concepts"]
+        n_concepts, n_seeds = (5, 2) if kind == "image" else (3, 1)  # quick: the target + 4 (videos: 2) retained
+        assert list(concepts)[0] == "zorbo" and len(concepts) == n_concepts
+        assert concepts["zorbo"]["n_prompts"] == 4 and concepts["zorbo"]["n_seeds"] == n_seeds
+        assert concepts["zorbo"]["frames_per_video"] == (1 if kind == "image" else 3)
+        assert metrics[kind]["erasure"]["n"] == 4 * n_seeds
+    # the same videos scored again after an H.264 round trip, from real mp4 files
+    assert set(metrics["video_mp4"]["erasure"]) == {"value", "low", "high", "n"}
+    assert metrics["video_mp4"]["erasure"]["n"] == metrics["video"]["erasure"]["n"]
+    assert len(list((out / "decoded").rglob("*.mp4"))) == 2 * 3 * 4
+    # the unlearned encoder changed the samples; the original ones are the base model's
+    original = np.load(out / "samples/image/original/zorbo/p00_s0.npy")
+    unlearned = np.load(out / "samples/image/unlearned/zorbo/p00_s0.npy")
+    assert original.shape == (1, 32, 32, 3) and not np.array_equal(original, unlearned)
+    report = (out / "report.html").read_text()
+    assert report.count("data:image/png;base64,") >= 8 and report.count("data:image/gif;base64,") >= 4
+    assert json.loads((out / "eval_config.json").read_text())["quick"] is True
+    assert not (tmp_path / ".results.partial").exists()
+    # an existing --out is refused unless --overwrite
+    assert run_eval(_parse(argv)) == 2
+    assert "already exists" in capsys.readouterr().err
+
+
+def test_interrupted_run_with_other_options_is_refused(checkpoint, tmp_path, capsys):
+    out = tmp_path / "results"
+    partial = tmp_path / ".results.partial"
+    partial.mkdir()
+    (partial / "eval_config.json").write_text(json.dumps({"steps": 99}))
+    argv = ["--text-encoder", str(checkpoint), "--quick", "--steps", "2", "--out", str(out), "--no-progress"]
+    assert run_eval(_parse(argv)) == 2
+    assert "interrupted evaluation with different" in capsys.readouterr().err
+
+
+def test_missing_inputs_are_clear_errors(tmp_path, capsys):
+    assert run_eval(_parse(["--out", str(tmp_path / "o")])) == 2
+    assert "pass --text-encoder DIR" in capsys.readouterr().err
+    assert run_eval(_parse(["--text-encoder", str(tmp_path), "--out", str(tmp_path / "o")])) == 2
+    assert "no unlearn.json" in capsys.readouterr().err
+
+
+def test_scoring_existing_video_files_end_to_end(tiny_clip_dir, tmp_path, frames_of):
+    videos = tmp_path / "videos"
+    for model, subjects in {"original": ("zorbo", "plimka"), "unlearned": ("circle", "plimka")}.items():
+        for concept, subject in zip(("zorbo", "plimka"), subjects, strict=True):
+            clips = frames_of(subject, 3, video=True, seed=len(concept))
+            for i, clip in enumerate(clips):
+                (videos / model / concept).mkdir(parents=True, exist_ok=True)
+                write_gif(clip, videos / model / concept / f"clip{i}.gif")
+    out = tmp_path / "scored"
+    command = [sys.executable, "-m", "t2v_unlearn.eval", "--videos", str(videos), "--concept", "zorbo", "--detector",
+               str(tiny_clip_dir), "--bootstrap-resamples", "100", "--no-progress", "--out", str(out)]  # fmt: skip
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
+    result = subprocess.run(command, capture_output=True, text=True, timeout=120, env=env)
+    assert result.returncode == 0, result.stderr[-2000:]
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["paired"] is True and "image" not in metrics
+    video = metrics["video"]
+    assert set(video["concepts"]) == {"zorbo", "plimka"}
+    assert video["concepts"]["zorbo"]["role"] == "target" and video["concepts"]["zorbo"]["frames_per_video"] == 8
+    assert video["erasure"]["n"] == 3 and video["retention"]["n"] == 3
+    assert (out / "report.html").read_text().count("data:image/gif;base64,") == 6
+    assert "wrote" in result.stdout
+
+
+def test_scoring_one_folder_of_videos_gives_m_scores_only(tiny_clip_dir, tmp_path, frames_of, capsys):
+    videos = tmp_path / "clips"
+    videos.mkdir()
+    for i, clip in enumerate(frames_of("zorbo", 2, video=True)):
+        write_gif(clip, videos / f"clip{i}.gif")
+    out = tmp_path / "scored"
+    argv = ["--videos", str(videos), "--concept", "zorbo", "--detector", str(tiny_clip_dir), "--no-progress",
+            "--bootstrap-resamples", "50", "--out", str(out)]  # fmt: skip
+    assert run_eval(_parse(argv)) == 0, capsys.readouterr().err
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["paired"] is False and metrics["video"]["erasure"]["value"] is None
+    zorbo = metrics["video"]["concepts"]["zorbo"]
+    assert zorbo["n_prompts"] == 2 and "unlearned" not in zorbo
+    assert 0.0 <= zorbo["original"]["m_score"]["value"] <= 1.0
+    assert (
+        run_eval(_parse(["--videos", str(tmp_path / "none"), "--concept", "zorbo", "--out", str(tmp_path / "x")])) == 2
+    )
+    assert "is not a folder" in capsys.readouterr().err
+
+
+def test_model_for_each_kind(tmp_path):
+    from t2v_unlearn.eval.evaluate import EvalConfig
+
+    for kind in ("image", "video"):
+        (tmp_path / "weights" / kind).mkdir(parents=True)
+        (tmp_path / "weights" / kind / "model_index.json").write_text("{}")
+    weights = tmp_path / "weights"
+    # a checkpoint's base_model may name the image pipeline of a TinyWorld-style export: videos use its sibling
+    config = EvalConfig(model=str(weights / "image"))
+    assert config.model_for("image") == str(weights / "image") and config.model_for("video") == str(weights / "video")
+    assert EvalConfig(model=str(weights)).model_for("video") == str(weights / "video")  # a folder holding both
+    config = EvalConfig(model="sd21-base", video_model="modelscope")  # registered names pass through
+    assert config.model_for("image") == "sd21-base" and config.model_for("video") == "modelscope"

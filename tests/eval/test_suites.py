@@ -1,0 +1,77 @@
+import copy
+import json
+
+import pytest
+
+from t2v_unlearn.eval.suites import SuiteError, build_tinyworld_suite, load_suite, parse_suite
+from t2v_unlearn.tinyworld.taxonomy import load_taxonomy
+
+
+def test_shipped_tinyworld_suite_is_the_one_built_from_the_taxonomy():
+    suite = load_suite("tinyworld")
+    assert json.loads(suite.path.read_text()) == build_tinyworld_suite()
+    taxonomy = load_taxonomy()
+    assert set(suite.concepts) == {c.name for c in taxonomy.concepts}
+    zorbo = suite.concept("Zorby")  # synonyms and case work
+    assert zorbo.name == "zorbo" and zorbo.category == "id"
+    assert zorbo.label_set().labels[:2] == ("zorbo", "zorby") and zorbo.label_set().positive[:2] == (True, True)
+    assert not any(zorbo.label_set().positive[2:])
+
+
+def test_quick_plan_is_small_and_mixes_categories():
+    suite = load_suite("tinyworld")
+    concepts, prompts, seeds = suite.plan(["zorbo"], quick=True)
+    assert concepts[0] == "zorbo" and len(concepts) == 5
+    categories = [suite.concepts[c].category for c in concepts[1:]]
+    assert categories.count("id") == 2 and len(set(categories)) == 3
+    assert all(len(p) == 4 for p in prompts.values()) and seeds == [0, 1]
+    video_concepts, video_prompts, video_seeds = suite.plan(["zorbo"], quick=True, kind="video")
+    assert video_concepts == concepts[:2] + [concepts[3]] and video_seeds == [0]  # videos: smaller still
+    assert all(len(p) == 4 for p in video_prompts.values())
+    full_concepts, full_prompts, full_seeds = suite.plan(["zorbo"])
+    assert len(full_concepts) == 18 and len(full_seeds) == 4
+
+
+def test_sd2_suite_loads_with_the_literature_templates():
+    suite = load_suite("sd2")
+    assert {c.category for c in suite.concepts.values()} == {"id", "style", "object"}
+    assert "a painting in the style of Van Gogh" in suite.concept("van gogh").prompts
+    assert "a photo of Taylor Swift" in suite.concept("Taylor Swift").prompts
+
+
+@pytest.fixture
+def data():
+    return copy.deepcopy(build_tinyworld_suite())
+
+
+@pytest.mark.parametrize(
+    "edit, message",
+    [
+        (lambda d: d.pop("seeds"), "missing field"),
+        (lambda d: d.update(seeds=[]), "'seeds' must be a non-empty list"),
+        (lambda d: d["detector_templates"].update(id=["a picture of something"]), "lack the '{label}' slot"),
+        (lambda d: d["concepts"]["zorbo"].update(category="person"), "category is 'person'"),
+        (lambda d: d["concepts"]["zorbo"].update(prompts=["a cat"]), "none of its prompts mentions"),
+        (lambda d: d["concepts"]["zorbo"]["retained"].update(same_category=["nobody"]), "unknown concept"),
+        (lambda d: d["concepts"]["zorbo"]["retained"].update(same_category=["circle"]), "wrong retained group"),
+        (lambda d: d["concepts"]["zorbo"].update(distractors=["zorby"]), "both a synonym and a distractor"),
+        (lambda d: d["quick"].pop("seeds"), "'quick' must hold"),
+        (lambda d: d["quick"].update(video=[1]), "'quick.video' must be an object"),
+        (lambda d: d["quick"]["video"].update(seeds=[]), "needs at least one prompt and one seed"),
+    ],
+)
+def test_invalid_suites_are_refused_with_a_clear_error(data, edit, message):
+    edit(data)
+    with pytest.raises(SuiteError, match=message):
+        parse_suite(data, where="test.json")
+
+
+def test_load_suite_errors_name_the_file(tmp_path):
+    with pytest.raises(SuiteError, match="not found"):
+        load_suite(tmp_path / "missing.json")
+    bad = tmp_path / "bad.json"
+    bad.write_text("{not json")
+    with pytest.raises(SuiteError, match="not valid JSON"):
+        load_suite(bad)
+    with pytest.raises(SuiteError, match="is not in suite"):
+        load_suite("tinyworld").concept("snoopy")
