@@ -453,6 +453,9 @@ def main(argv=None):
             {"evaluator": stage_evaluator, "vae": stage_vae, "image": stage_image, "video": stage_video,
              "export": stage_export}[stage](args, tokenizer, record)  # fmt: skip
         record.setdefault(stage, {})["wall_seconds"] = round(time.perf_counter() - start, 1)
+        # stages may run in separate processes: merge into what is on disk rather than overwrite it
+        on_disk = json.loads(record_path.read_text()) if record_path.exists() else {}
+        record = {**on_disk, **{k: v for k, v in record.items() if k in (stage, "hardware") or k not in on_disk}}
         record_path.write_text(json.dumps(record, indent=2, sort_keys=True))
         (work / stage).mkdir(parents=True, exist_ok=True)
         done.write_text("done\n")
