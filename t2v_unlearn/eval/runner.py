@@ -9,6 +9,9 @@ writes its own files and, after `wait_for_everyone`, the results are gathered by
 
 from __future__ import annotations
 
+import functools
+import hashlib
+import json
 import os
 import re
 from collections.abc import Callable
@@ -40,7 +43,8 @@ class Row:
     def path(self, root: str | Path) -> Path:
         """Where this row's frames live under `root`; it depends on nothing but the row."""
         name = f"p{self.prompt_index:02d}_s{self.seed}.npy"
-        return Path(root) / "samples" / self.kind / self.encoder / slug(self.concept) / name
+        encoder = self.encoder if self.encoder_path is None else f"{self.encoder}-{encoder_tag(self.encoder_path)}"
+        return Path(root) / "samples" / self.kind / encoder / slug(self.concept) / name
 
 
 @dataclass
@@ -54,6 +58,17 @@ class GenerationConfig:
     video_batch_size: int = field(default=4, metadata={"help": "videos per pipeline call"})
     device: str = field(default="cpu", metadata={"help": "torch device of the pipelines"})
     progress: bool = field(default=True, metadata={"help": "show progress bars"})
+
+
+@functools.cache
+def encoder_tag(encoder_path: str) -> str:
+    """A short content tag of an encoder checkpoint, so samples of different checkpoints never share a path."""
+    manifest = Path(encoder_path) / "unlearn.json"
+    if manifest.is_file():
+        fingerprint = json.loads(manifest.read_text()).get("unlearned_fingerprint")
+        if fingerprint:
+            return fingerprint[:12]
+    return hashlib.sha256(str(Path(encoder_path).resolve()).encode()).hexdigest()[:12]
 
 
 def slug(text: str) -> str:

@@ -8,7 +8,15 @@ from pathlib import Path
 
 import numpy as np
 
-from t2v_unlearn.eval.runner import GenerationConfig, generate_rows, make_rows, model_for_kind, pending_rows, slug
+from t2v_unlearn.eval.runner import (
+    GenerationConfig,
+    encoder_tag,
+    generate_rows,
+    make_rows,
+    model_for_kind,
+    pending_rows,
+    slug,
+)
 from t2v_unlearn.pipelines.load import load_pipeline
 
 FAST = GenerationConfig(steps=2, num_frames=3, progress=False)
@@ -27,7 +35,10 @@ def test_rows_have_deterministic_paths():
     rows = make_rows("image", "tinyworld", {"original": None, "unlearned": "ckpt"}, {"Van Gogh": ["a", "b"]}, [0, 7])
     assert len(rows) == 8
     assert rows[0].path("/r") == Path("/r/samples/image/original/van-gogh/p00_s0.npy")
-    assert rows[-1].path("/r") == Path("/r/samples/image/unlearned/van-gogh/p01_s7.npy")
+    tag = encoder_tag("ckpt")
+    assert rows[-1].path("/r") == Path(f"/r/samples/image/unlearned-{tag}/van-gogh/p01_s7.npy")
+    other = make_rows("image", "tinyworld", {"unlearned": "other-ckpt"}, {"Van Gogh": ["b"]}, [7])[0]
+    assert other.path("/r") != rows[-1].path("/r")  # two checkpoints never share samples
     assert slug("French horn!") == "french-horn"
 
 
