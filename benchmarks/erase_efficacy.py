@@ -1,6 +1,6 @@
-"""Does erasing work on TinyWorld? One concept per category, plain vs regularised, images and videos.
+"""Does erasing work on TinyWorld? One concept per category, plain vs regularised vs LoRA, images and videos.
 
-    python benchmarks/erase_efficacy.py [--concepts zorbo star striped] [--variants plain regularised] [--full]
+    python benchmarks/erase_efficacy.py [--concepts zorbo star striped] [--variants regularised plain lora] [--full]
 
 For each concept and variant: `erase_concept` with the defaults (the regularised variant is the default;
 plain sets preserve_weight=0), then `evaluate` (the frame-level M-Score of t2v_unlearn.eval) on images and
@@ -25,7 +25,7 @@ from t2v_unlearn.eval.evaluate import EvalConfig, evaluate
 from t2v_unlearn.pipelines import load_pipeline
 
 ROOT = Path(__file__).resolve().parent.parent
-VARIANTS = {"regularised": {}, "plain": {"preserve_weight": 0.0}}
+VARIANTS = {"regularised": {}, "plain": {"preserve_weight": 0.0}, "lora": {"trainable": "lora"}}
 
 
 def fmt(estimate: dict) -> str:
@@ -40,7 +40,7 @@ def target_rates(metrics: dict, kind: str, concept: str) -> tuple[float, float]:
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--concepts", nargs="+", default=["zorbo", "star", "striped"])
-    parser.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=list(VARIANTS))
+    parser.add_argument("--variants", nargs="+", default=["regularised", "plain"], choices=list(VARIANTS))
     parser.add_argument("--full", action="store_true", help="the full suite instead of the --quick plan")
     parser.add_argument("--work", default=str(ROOT / "runs" / "efficacy"), help="checkpoints and samples")
     parser.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "erase_efficacy.json"))
@@ -80,9 +80,14 @@ def main():
             print(row, flush=True)
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
+    previous = json.loads(out.read_text()) if out.exists() else {}
+    plan = "full" if args.full else "quick"
+    if previous.get("plan") == plan:  # runs of other concepts or variants are kept
+        results = {**previous["results"], **results}
+        rows = [r for r in previous["table"] if r not in rows] + rows
     summary = {
         "machine": f"{platform.machine()}, {torch.get_num_threads()} threads",
-        "plan": "full" if args.full else "quick",
+        "plan": plan,
         "results": results,
         "table": rows,
     }
