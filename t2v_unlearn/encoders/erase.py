@@ -50,9 +50,9 @@ class EraseConfig:
     max_steps: int = field(default=200, metadata={"help": "hard cap on optimisation steps"})
     stop_rule: str = field(default="loss-ratio", metadata={"help": "'loss-ratio' (see stop_ratio) or 'max-steps'"})
     stop_ratio: float = field(
-        default=1.0,
+        default=1.15,
         metadata={"help": "stop once the concept prompts' denoising loss on the shots reaches this multiple "
-                          "of the loss with an empty prompt: the prompt no longer tells the UNet anything"},
+                          "of the loss with an empty prompt: the prompt tells the UNet less than no prompt at all"},
     )  # fmt: skip
     check_every: int = field(default=5, metadata={"help": "steps between two checks of the stop rule"})
     eval_timesteps: int = field(default=8, metadata={"help": "fixed timesteps per shot in the stop-rule check"})

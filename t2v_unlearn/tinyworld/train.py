@@ -28,6 +28,7 @@ from transformers import CLIPTokenizer
 
 from . import models
 from .render import caption, frame_scene, render, sample_scene
+from .taxonomy import load_taxonomy
 from .tokenizer import build_tokenizer
 
 STAGES = ("tokenizer", "vae", "image", "evaluator", "video", "export")
@@ -36,7 +37,21 @@ STAGES = ("tokenizer", "vae", "image", "evaluator", "video", "export")
 # --- data --------------------------------------------------------------------------------------------------
 
 
-def image_batch(seed: int, batch_size: int, motion_share: float = 0.0, id_share: float = 0.3):
+def attribute_caption(scene, rng: np.random.Generator) -> str:
+    """A caption naming one attribute only (shape, style or character), in the detector's own phrasings.
+
+    Full captions let a contrastive model tell images apart by colour and background alone; captions that
+    name only the shape make the shape the one thing to learn.
+    """
+    taxonomy = load_taxonomy()
+    labels = {k: v for k, v in scene.labels().items() if v is not None}
+    category = list(labels)[rng.integers(len(labels))]
+    templates = taxonomy.detector_templates[category]
+    return templates[rng.integers(len(templates))].format(label=labels[category])
+
+
+def image_batch(seed: int, batch_size: int, motion_share: float = 0.0, id_share: float = 0.3,
+                attribute_share: float = 0.0):  # fmt: skip
     """Rendered images in [-1, 1] (B, 3, H, W) with one caption each. Some are frames of moving scenes."""
     rng = np.random.default_rng(seed)
     images, captions = [], []
@@ -48,6 +63,8 @@ def image_batch(seed: int, batch_size: int, motion_share: float = 0.0, id_share:
         else:
             scene = sample_scene(rng, id_share=id_share)
             text = caption(scene, rng)
+        if rng.random() < attribute_share:
+            text = attribute_caption(scene, rng)
         images.append(render(scene)[0])
         captions.append(text)
     pixels = torch.from_numpy(np.stack(images)).permute(0, 3, 1, 2).float() / 127.5 - 1
@@ -223,7 +240,7 @@ def stage_evaluator(args, tokenizer, record):
                       ema_decay=0.995, device=args.device)  # fmt: skip
 
     def step(i):
-        pixels, captions = image_batch(10_000_000 + i, 96, motion_share=0.5)
+        pixels, captions = image_batch(10_000_000 + i, 96, motion_share=0.5, attribute_share=0.6)
         pixels = degrade(pixels, generator).to(args.device)
         input_ids = tokenize(tokenizer, captions, padding="longest").to(args.device)
         with torch.autocast(args.device, dtype=torch.bfloat16, enabled=args.bf16):
@@ -415,7 +432,7 @@ def main(argv=None):
     parser.add_argument("--bf16", action=argparse.BooleanOptionalAction, default=True, help="bf16 autocast")
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--video-batch-size", type=int, default=4)
-    parser.add_argument("--evaluator-steps", type=int, default=1000)
+    parser.add_argument("--evaluator-steps", type=int, default=1400)
     parser.add_argument("--vae-steps", type=int, default=1500)
     parser.add_argument("--image-steps", type=int, default=2500)
     parser.add_argument("--video-steps", type=int, default=500)
