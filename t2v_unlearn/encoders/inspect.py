@@ -99,8 +99,8 @@ def _from_pipeline_folder(argument: str, folder: Path) -> EncoderSource:
         source.notes.append("no tokenizer/ folder: the tokenizer cannot be compared")
     if (folder / "standin.json").is_file():
         standin = _read_json(folder / "standin.json")
-        source.notes.append(f"random stand-in of {standin.get('standin_of', '?')} ({standin.get('scale', '?')} "
-                            "scale): real shapes, no real weights")  # fmt: skip
+        shapes = "the real shapes" if standin.get("scale") == "real" else f"{standin.get('scale', '?')} shapes"
+        source.notes.append(f"random stand-in of {standin.get('standin_of', '?')}: {shapes}, random weights")
     return source
 
 
@@ -149,12 +149,12 @@ def resolve_source(argument: str, kind: str | None = None) -> EncoderSource:
         kind = kind or base.kinds[0]
         try:
             folder = resolve_registered(name, kind)
-        except BaseNotDownloadedError:
+        except BaseNotDownloadedError as error:
             source = EncoderSource(argument, "registered", None, config=base.config("text_encoder"), registered=name,
                                    pipeline_class=base.pipeline_class)  # fmt: skip
-            fetch = base.download_command()
-            source.notes.append(f"weights not downloaded ({base.repo_id} is not in the Hugging Face cache): "
-                                f"described from the registry's config only; fetch with `{fetch}`")  # fmt: skip
+            why = str(error) if "incomplete" in str(error) else f"{base.repo_id} is not in the Hugging Face cache"
+            source.notes.append(f"weights not downloaded ({why}): described from the registry's config only; "
+                                f"fetch with `{base.download_command()}`")  # fmt: skip
             return source
         source = _from_pipeline_folder(argument, folder)
         source.registered = name

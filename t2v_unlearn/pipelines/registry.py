@@ -1,0 +1,428 @@
+"""Known real bases: their Hugging Face repos and published component configs (no weights).
+
+    resolve_registered("sd-2.1-base", "image")   # -> the cached snapshot folder, offline
+    get_base("modelscope-1.7b").unet              # the UNet3DConditionModel config, as published
+
+The configs are copied from the repos' own `*/config.json` files, so `pipelines/standins.py` can build
+randomly initialised models of exactly the real shapes without downloading anything. Resolution never
+downloads: a base whose weights are not in the Hugging Face cache raises an error that says which repo to
+fetch and how (`hf download ...`). SD 2.x, ModelScope and Zeroscope share one text-encoder architecture
+(OpenCLIP ViT-H/14 text tower, last layer dropped); SD 1.x uses CLIP ViT-L/14 and serves images only.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .load import KINDS, ModelNotFoundError
+
+# --- the published configs -------------------------------------------------------------------------------------
+
+# OpenCLIP ViT-H/14 text tower without its last layer: SD 2.0/2.1/2.1-base and ModelScope text-to-video
+# (stabilityai/stable-diffusion-2-1*/text_encoder/config.json, damo-vilab/text-to-video-ms-1.7b/text_encoder/...)
+OPENCLIP_H14_TEXT = {
+    "architectures": ["CLIPTextModel"],
+    "attention_dropout": 0.0,
+    "bos_token_id": 0,
+    "dropout": 0.0,
+    "eos_token_id": 2,
+    "hidden_act": "gelu",
+    "hidden_size": 1024,
+    "initializer_factor": 1.0,
+    "initializer_range": 0.02,
+    "intermediate_size": 4096,
+    "layer_norm_eps": 1e-05,
+    "max_position_embeddings": 77,
+    "model_type": "clip_text_model",
+    "num_attention_heads": 16,
+    "num_hidden_layers": 23,
+    "pad_token_id": 1,
+    "projection_dim": 512,
+    "vocab_size": 49408,
+}
+
+# CLIP ViT-L/14 text tower (openai/clip-vit-large-patch14), the encoder of SD 1.x
+CLIP_L14_TEXT = {
+    "architectures": ["CLIPTextModel"],
+    "attention_dropout": 0.0,
+    "bos_token_id": 0,
+    "dropout": 0.0,
+    "eos_token_id": 2,
+    "hidden_act": "quick_gelu",
+    "hidden_size": 768,
+    "initializer_factor": 1.0,
+    "initializer_range": 0.02,
+    "intermediate_size": 3072,
+    "layer_norm_eps": 1e-05,
+    "max_position_embeddings": 77,
+    "model_type": "clip_text_model",
+    "num_attention_heads": 12,
+    "num_hidden_layers": 12,
+    "pad_token_id": 1,
+    "projection_dim": 768,
+    "vocab_size": 49408,
+}
+
+# The special tokens of the CLIP BPE tokenizer; SD 2.x and ModelScope pad with "!" (special_tokens_map.json)
+SD2_TOKENIZER = {"bos_token": "<|startoftext|>", "eos_token": "<|endoftext|>", "unk_token": "<|endoftext|>",
+                 "pad_token": "!", "model_max_length": 77, "do_lower_case": True}  # fmt: skip
+SD1_TOKENIZER = {**SD2_TOKENIZER, "pad_token": "<|endoftext|>"}
+
+_SD_DOWN_2D = ["CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "DownBlock2D"]
+_SD_UP_2D = ["UpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D"]
+
+# stabilityai/stable-diffusion-2-1-base/unet/config.json (stable-diffusion-2-1: sample_size 96, upcast_attention)
+SD21_BASE_UNET = {
+    "act_fn": "silu",
+    "attention_head_dim": [5, 10, 20, 20],  # in UNet2DConditionModel: the NUMBER of heads per block (width 64)
+    "block_out_channels": [320, 640, 1280, 1280],
+    "center_input_sample": False,
+    "cross_attention_dim": 1024,
+    "down_block_types": _SD_DOWN_2D,
+    "downsample_padding": 1,
+    "dual_cross_attention": False,
+    "flip_sin_to_cos": True,
+    "freq_shift": 0,
+    "in_channels": 4,
+    "layers_per_block": 2,
+    "mid_block_scale_factor": 1,
+    "norm_eps": 1e-05,
+    "norm_num_groups": 32,
+    "num_class_embeds": None,
+    "only_cross_attention": False,
+    "out_channels": 4,
+    "sample_size": 64,
+    "up_block_types": _SD_UP_2D,
+    "use_linear_projection": True,
+}
+SD21_UNET = {**SD21_BASE_UNET, "sample_size": 96, "upcast_attention": True}
+
+# runwayml/stable-diffusion-v1-5/unet/config.json
+SD15_UNET = {
+    **{k: v for k, v in SD21_BASE_UNET.items() if k not in ("use_linear_projection", "dual_cross_attention")},
+    "attention_head_dim": 8,
+    "cross_attention_dim": 768,
+}
+
+# damo-vilab/text-to-video-ms-1.7b/unet/config.json
+MODELSCOPE_UNET = {
+    "act_fn": "silu",
+    "attention_head_dim": 64,  # in UNet3DConditionModel: the WIDTH of a head (see TECH-NOTES.md)
+    "block_out_channels": [320, 640, 1280, 1280],
+    "cross_attention_dim": 1024,
+    "down_block_types": ["CrossAttnDownBlock3D", "CrossAttnDownBlock3D", "CrossAttnDownBlock3D", "DownBlock3D"],
+    "downsample_padding": 1,
+    "in_channels": 4,
+    "layers_per_block": 2,
+    "norm_eps": 1e-05,
+    "norm_num_groups": 32,
+    "out_channels": 4,
+    "sample_size": 32,
+    "up_block_types": ["UpBlock3D", "CrossAttnUpBlock3D", "CrossAttnUpBlock3D", "CrossAttnUpBlock3D"],
+}
+
+# the Stable Diffusion VAE (*/vae/config.json); the same architecture in every base here
+SD_VAE = {
+    "act_fn": "silu",
+    "block_out_channels": [128, 256, 512, 512],
+    "down_block_types": ["DownEncoderBlock2D"] * 4,
+    "in_channels": 3,
+    "latent_channels": 4,
+    "layers_per_block": 2,
+    "norm_num_groups": 32,
+    "out_channels": 3,
+    "sample_size": 768,
+    "scaling_factor": 0.18215,
+    "up_block_types": ["UpDecoderBlock2D"] * 4,
+}
+
+# */scheduler/scheduler_config.json: the SD noise schedule, shared by every base here
+_SD_SCHEDULE = {
+    "beta_end": 0.012,
+    "beta_schedule": "scaled_linear",
+    "beta_start": 0.00085,
+    "clip_sample": False,
+    "num_train_timesteps": 1000,
+    "set_alpha_to_one": False,
+    "skip_prk_steps": True,
+    "steps_offset": 1,
+    "trained_betas": None,
+}
+
+# SD 2.x, ModelScope and Zeroscope: an encoder unlearned on one fits the others' architecture and tokenizer
+SD2_ENCODER_FAMILY = "openclip-vit-h-14-text-23-layers"
+SD1_ENCODER_FAMILY = "clip-vit-l-14-text"
+WEIGHT_PATTERNS = ["model_index.json", "*/*.json", "*/*.txt", "*/*.safetensors"]
+
+
+@dataclass(frozen=True)
+class RegisteredBase:
+    """A published base model: where it lives on the hub, what it serves, its component configs."""
+
+    name: str = field(metadata={"help": "the registry name, e.g. sd-2.1-base"})
+    repo_id: str = field(metadata={"help": "the Hugging Face repo id"})
+    kinds: tuple[str, ...] = field(metadata={"help": "what it serves: 'image' and/or 'video'"})
+    pipeline_class: str = field(metadata={"help": "the diffusers pipeline class of the repo"})
+    encoder_family: str = field(metadata={"help": "bases of one family share the encoder architecture"})
+    text_encoder: dict = field(metadata={"help": "CLIPTextConfig fields"})
+    tokenizer: dict = field(metadata={"help": "CLIPTokenizer special tokens and maximum length"})
+    unet_class: str = field(metadata={"help": "UNet2DConditionModel or UNet3DConditionModel"})
+    unet: dict = field(metadata={"help": "the UNet config"})
+    vae: dict = field(metadata={"help": "the AutoencoderKL config"})
+    scheduler_class: str = field(metadata={"help": "the repo's default scheduler class"})
+    scheduler: dict = field(metadata={"help": "the scheduler config, prediction_type included"})
+    height: int = field(metadata={"help": "default output height in pixels"})
+    width: int = field(metadata={"help": "default output width in pixels"})
+    aliases: tuple[str, ...] = field(default=(), metadata={"help": "other repo ids of the same weights"})
+    encoder_note: str = field(default="", metadata={"help": "what is known about its encoder's weights"})
+
+    @property
+    def prediction_type(self) -> str:
+        return self.scheduler["prediction_type"]
+
+    def config(self, component: str) -> dict:
+        """A deep copy of one component's config: text_encoder, tokenizer, unet, vae or scheduler."""
+        return copy.deepcopy(getattr(self, component))
+
+    def download_command(self) -> str:
+        """The shell command that puts this base's diffusers files (no .ckpt duplicates) in the HF cache."""
+        patterns = " ".join(f'"{p}"' for p in WEIGHT_PATTERNS)
+        return f"hf download {self.repo_id} --include {patterns}"
+
+
+REGISTRY: dict[str, RegisteredBase] = {
+    base.name: base
+    for base in (
+        RegisteredBase(
+            name="sd-2.1-base",
+            repo_id="stabilityai/stable-diffusion-2-1-base",
+            kinds=("image",),
+            pipeline_class="StableDiffusionPipeline",
+            encoder_family=SD2_ENCODER_FAMILY,
+            text_encoder=OPENCLIP_H14_TEXT,
+            tokenizer=SD2_TOKENIZER,
+            unet_class="UNet2DConditionModel",
+            unet=SD21_BASE_UNET,
+            vae=SD_VAE,
+            scheduler_class="PNDMScheduler",
+            scheduler={**_SD_SCHEDULE, "prediction_type": "epsilon"},
+            height=512,
+            width=512,
+            encoder_note="frozen OpenCLIP ViT-H/14 text tower, expected identical to sd-2.1's; check with inspect",
+        ),
+        RegisteredBase(
+            name="sd-2.1",
+            repo_id="stabilityai/stable-diffusion-2-1",
+            kinds=("image",),
+            pipeline_class="StableDiffusionPipeline",
+            encoder_family=SD2_ENCODER_FAMILY,
+            text_encoder=OPENCLIP_H14_TEXT,
+            tokenizer=SD2_TOKENIZER,
+            unet_class="UNet2DConditionModel",
+            unet=SD21_UNET,
+            vae=SD_VAE,
+            scheduler_class="DDIMScheduler",
+            scheduler={**_SD_SCHEDULE, "prediction_type": "v_prediction"},
+            height=768,
+            width=768,
+            encoder_note="frozen OpenCLIP ViT-H/14 text tower; ModelScope's fp16 encoder is byte-identical to it",
+        ),
+        RegisteredBase(
+            name="modelscope-1.7b",
+            repo_id="damo-vilab/text-to-video-ms-1.7b",
+            aliases=("ali-vilab/text-to-video-ms-1.7b",),
+            kinds=("video",),
+            pipeline_class="TextToVideoSDPipeline",
+            encoder_family=SD2_ENCODER_FAMILY,
+            text_encoder=OPENCLIP_H14_TEXT,
+            tokenizer=SD2_TOKENIZER,
+            unet_class="UNet3DConditionModel",
+            unet=MODELSCOPE_UNET,
+            vae={**SD_VAE, "sample_size": 512},
+            scheduler_class="DDIMScheduler",
+            scheduler={**_SD_SCHEDULE, "prediction_type": "epsilon"},
+            height=256,
+            width=256,
+            encoder_note="fp16 weights byte-identical to sd-2.1's encoder, tokenizer files identical (pad '!')",
+        ),
+        RegisteredBase(
+            name="zeroscope-v2-576w",
+            repo_id="cerspense/zeroscope_v2_576w",
+            kinds=("video",),
+            pipeline_class="TextToVideoSDPipeline",
+            encoder_family=SD2_ENCODER_FAMILY,
+            text_encoder=OPENCLIP_H14_TEXT,
+            tokenizer=SD2_TOKENIZER,
+            unet_class="UNet3DConditionModel",
+            unet=MODELSCOPE_UNET,  # fine-tuned from ModelScope, same architecture
+            vae={**SD_VAE, "sample_size": 512},
+            scheduler_class="DDIMScheduler",
+            scheduler={**_SD_SCHEDULE, "prediction_type": "epsilon"},
+            height=320,
+            width=576,
+            encoder_note="fine-tuned from ModelScope; whether its encoder still equals sd-2.1's is not established: "
+            "compare tensor by tensor with `t2v-unlearn inspect zeroscope-v2-576w sd-2.1-base`",
+        ),
+        RegisteredBase(
+            name="sd-1.5",
+            repo_id="stable-diffusion-v1-5/stable-diffusion-v1-5",
+            aliases=("runwayml/stable-diffusion-v1-5",),
+            kinds=("image",),
+            pipeline_class="StableDiffusionPipeline",
+            encoder_family=SD1_ENCODER_FAMILY,
+            text_encoder=CLIP_L14_TEXT,
+            tokenizer=SD1_TOKENIZER,
+            unet_class="UNet2DConditionModel",
+            unet=SD15_UNET,
+            vae={**SD_VAE, "sample_size": 512},
+            scheduler_class="PNDMScheduler",
+            scheduler={**_SD_SCHEDULE, "prediction_type": "epsilon"},
+            height=512,
+            width=512,
+            encoder_note="CLIP ViT-L/14 text tower (hidden 768, 12 layers): no video base here shares it",
+        ),
+    )
+}
+
+# the message for a kind a base does not serve, where there is more to say than "it does not"
+_KIND_HINTS = {
+    (SD1_ENCODER_FAMILY, "video"): "SD 1.x has no video counterpart; its CLIP ViT-L/14 encoder cannot serve "
+    "ModelScope/Zeroscope (hidden 768 vs 1024). Unlearn on sd-2.1-base or sd-2.1 to erase from a video model.",
+    (SD2_ENCODER_FAMILY, "video"): "For video use modelscope-1.7b or zeroscope-v2-576w, which share its text "
+    "encoder architecture: an encoder unlearned on it can be swapped into them.",
+    (SD2_ENCODER_FAMILY, "image"): "Erasing needs an image pipeline: unlearn on sd-2.1-base or sd-2.1, whose "
+    "text encoder it shares, then swap the checkpoint into this video model.",
+}
+
+
+class RegistryError(ValueError):
+    """A registered base asked for something it does not serve."""
+
+
+class BaseNotDownloadedError(ModelNotFoundError):
+    """A registered base whose weights are not in the local Hugging Face cache."""
+
+
+def registered_names() -> list[str]:
+    return list(REGISTRY)
+
+
+def get_base(name: str) -> RegisteredBase:
+    """The registry entry for a name; a `KeyError` that lists the known names otherwise."""
+    try:
+        return REGISTRY[name]
+    except KeyError:
+        raise KeyError(f"{name!r} is not a registered base; known: {', '.join(REGISTRY)}") from None
+
+
+def check_kind(base: RegisteredBase, kind: str) -> None:
+    """Raise a `RegistryError` explaining why, if `base` does not serve `kind` ("image" or "video")."""
+    if kind not in KINDS:
+        raise ValueError(f"kind must be one of {KINDS}, got {kind!r}")
+    if kind in base.kinds:
+        return
+    hint = _KIND_HINTS.get((base.encoder_family, kind), "")
+    raise RegistryError(f"{base.name} ({base.repo_id}) is {'an image' if kind == 'video' else 'a video'} model "
+                        f"and serves no {kind} pipeline. {hint}".strip())  # fmt: skip
+
+
+def hub_cache_dir() -> Path:
+    """The Hugging Face hub cache, read from the environment now (HF_HUB_CACHE, else HF_HOME/hub)."""
+    if os.environ.get("HF_HUB_CACHE"):
+        return Path(os.environ["HF_HUB_CACHE"]).expanduser()
+    home = os.environ.get("HF_HOME") or Path(os.environ.get("XDG_CACHE_HOME", "~/.cache")) / "huggingface"
+    return Path(home).expanduser() / "hub"
+
+
+def _offline() -> bool:
+    return os.environ.get("HF_HUB_OFFLINE", "").strip().upper() in ("1", "ON", "YES", "TRUE")
+
+
+def missing_components(folder: Path, base: RegisteredBase) -> list[str]:
+    """What a snapshot folder lacks to load as `base`: model_index.json, configs, weights, tokenizer files."""
+    missing = [] if (folder / "model_index.json").is_file() else ["model_index.json"]
+    for component in ("text_encoder", "unet", "vae"):
+        sub = folder / component
+        if not (sub / "config.json").is_file():
+            missing.append(f"{component}/config.json")
+        if not any(sub.glob("*.safetensors")) and not any(sub.glob("*.bin")):
+            missing.append(f"{component} weights")
+    if not (folder / "scheduler" / "scheduler_config.json").is_file():
+        missing.append("scheduler/scheduler_config.json")
+    tokenizer = folder / "tokenizer"
+    if not (tokenizer / "tokenizer.json").is_file() and not (tokenizer / "vocab.json").is_file():
+        missing.append("tokenizer files")
+    return missing
+
+
+def cached_snapshot(base: RegisteredBase, cache_dir: str | Path | None = None) -> Path | None:
+    """The cached snapshot folder of a base (its repo id or an alias), without network; None if absent."""
+    from huggingface_hub import snapshot_download
+    from huggingface_hub.errors import LocalEntryNotFoundError
+
+    cache_dir = Path(cache_dir) if cache_dir is not None else hub_cache_dir()
+    for repo_id in (base.repo_id, *base.aliases):
+        try:
+            return Path(snapshot_download(repo_id, cache_dir=cache_dir, local_files_only=True))
+        except (LocalEntryNotFoundError, FileNotFoundError):
+            continue
+    return None
+
+
+def resolve_registered(name: str, kind: str, local_files_only: bool = True) -> Path | None:
+    """The local diffusers folder of a registered base, from the Hugging Face cache; None for unknown names.
+
+    Args:
+        name: a registry name (`registered_names()`).
+        kind: "image" or "video"; a base that does not serve it raises a `RegistryError` saying why.
+        local_files_only: never reach the network (the default). With False, and HF_HUB_OFFLINE unset, a base
+            missing from the cache is downloaded (only its diffusers files, `WEIGHT_PATTERNS`).
+    Raises:
+        BaseNotDownloadedError: the base is known but its weights are not (all) in the cache; the message
+            names the repo and the command that fetches it.
+    """
+    if name not in REGISTRY:
+        return None
+    base = REGISTRY[name]
+    check_kind(base, kind)
+    cache_dir = hub_cache_dir()
+    folder = cached_snapshot(base, cache_dir)
+    if folder is None and not local_files_only and not _offline():
+        from huggingface_hub import snapshot_download
+
+        folder = Path(snapshot_download(base.repo_id, cache_dir=cache_dir, allow_patterns=WEIGHT_PATTERNS))
+    if folder is None:
+        why = "HF_HUB_OFFLINE is set" if _offline() else "t2v_unlearn never downloads on its own"
+        raise BaseNotDownloadedError(
+            f"{name} is a registered base, but its weights ({base.repo_id}) are not in the Hugging Face cache at "
+            f"{cache_dir} ({why}). Download them once with `{base.download_command()}` (or "
+            f"`huggingface-cli download {base.repo_id}` with older huggingface_hub), or pass a local diffusers "
+            "folder as the model."
+        )
+    missing = missing_components(folder, base)
+    if missing:
+        raise BaseNotDownloadedError(
+            f"the cached snapshot of {name} at {folder} is incomplete (missing {', '.join(missing)}); "
+            f"complete it with `{base.download_command()}`"
+        )
+    found = json.loads((folder / "model_index.json").read_text()).get("_class_name")
+    if found != base.pipeline_class:
+        raise RegistryError(
+            f"the cached snapshot of {name} at {folder} holds a {found}, not the {base.pipeline_class} the registry "
+            f"expects; update it with `{base.download_command()}`"
+        )
+    return folder
+
+
+def shared_encoder_architecture(a: str, b: str) -> bool:
+    """Whether two registered bases have the same text-encoder architecture and tokenizer (by config alone).
+
+    Equal configs are necessary, not sufficient, for a swap: the weights must also be the same; compare them
+    with `t2v-unlearn inspect A B` once both are downloaded.
+    """
+    first, second = get_base(a), get_base(b)
+    return first.text_encoder == second.text_encoder and first.tokenizer == second.tokenizer
