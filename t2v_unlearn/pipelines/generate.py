@@ -25,6 +25,19 @@ def _to_uint8(array) -> np.ndarray:
     return (np.clip(array, 0.0, 1.0) * 255).round().astype(np.uint8)
 
 
+def _generate(pipe, prompts, seeds, batch_size, output, **call_kwargs) -> np.ndarray:
+    """Run a pipeline over (prompt, seed) pairs in batches; `output` names the result field (images or frames)."""
+    if len(prompts) != len(seeds):
+        raise ValueError(f"got {len(prompts)} prompts but {len(seeds)} seeds")
+    out = []
+    for start in range(0, len(prompts), batch_size):
+        chunk = slice(start, start + batch_size)
+        result = pipe(prompt=prompts[chunk], generator=_generators(seeds[chunk], pipe.device), output_type="np",
+                      **call_kwargs)  # fmt: skip
+        out.append(_to_uint8(getattr(result, output)))
+    return np.concatenate(out)
+
+
 @torch.no_grad()
 def generate_images(
     pipe: DiffusionPipeline,
@@ -35,20 +48,7 @@ def generate_images(
     batch_size: int = 16,
 ) -> np.ndarray:
     """Images as uint8 (N, H, W, 3), one per (prompt, seed) pair."""
-    if len(prompts) != len(seeds):
-        raise ValueError(f"got {len(prompts)} prompts but {len(seeds)} seeds")
-    out = []
-    for start in range(0, len(prompts), batch_size):
-        chunk = slice(start, start + batch_size)
-        result = pipe(
-            prompt=prompts[chunk],
-            num_inference_steps=steps,
-            guidance_scale=guidance,
-            generator=_generators(seeds[chunk], pipe.device),
-            output_type="np",
-        )
-        out.append(_to_uint8(result.images))
-    return np.concatenate(out)
+    return _generate(pipe, prompts, seeds, batch_size, "images", num_inference_steps=steps, guidance_scale=guidance)
 
 
 @torch.no_grad()
@@ -62,18 +62,5 @@ def generate_videos(
     batch_size: int = 4,
 ) -> np.ndarray:
     """Videos as uint8 (N, F, H, W, 3), one per (prompt, seed) pair."""
-    if len(prompts) != len(seeds):
-        raise ValueError(f"got {len(prompts)} prompts but {len(seeds)} seeds")
-    out = []
-    for start in range(0, len(prompts), batch_size):
-        chunk = slice(start, start + batch_size)
-        result = pipe(
-            prompt=prompts[chunk],
-            num_inference_steps=steps,
-            guidance_scale=guidance,
-            num_frames=num_frames,
-            generator=_generators(seeds[chunk], pipe.device),
-            output_type="np",
-        )
-        out.append(_to_uint8(result.frames))
-    return np.concatenate(out)
+    return _generate(pipe, prompts, seeds, batch_size, "frames", num_inference_steps=steps, guidance_scale=guidance,
+                     num_frames=num_frames)  # fmt: skip
