@@ -104,11 +104,6 @@ def unet3d_from_unet2d(unet2d: UNet2DConditionModel) -> UNet3DConditionModel:
     return unet3d
 
 
-def temporal_parameter_names(unet3d: UNet3DConditionModel, unet2d_keys: set[str]) -> list[str]:
-    """The video UNet's own (temporal) parameters: those the image UNet does not have."""
-    return [n for n, _ in unet3d.named_parameters() if n not in unet2d_keys]
-
-
 def make_scheduler() -> DDIMScheduler:
     """The noise schedule of Stable Diffusion (scaled-linear betas, epsilon prediction)."""
     return DDIMScheduler(
