@@ -72,6 +72,7 @@ class BenchConfig:
     unet_checkpointing: bool = field(default=False, metadata={"help": "recompute frozen-UNet activations"})
     encoder_checkpointing: bool = field(default=False, metadata={"help": "recompute encoder activations"})
     vae_slicing: bool = field(default=False, metadata={"help": "decode images/frames one at a time"})
+    offload: bool = field(default=False, metadata={"help": "GPU: idle VAE and original encoder wait in CPU memory"})
     concept: str = field(default="snoopy", metadata={"help": "the concept erased (literature prompt templates)"})
 
 
@@ -232,13 +233,12 @@ def run(config: BenchConfig) -> dict:
         image.set_progress_bar_config(disable=True)
         if config.vae_slicing:
             image.vae.enable_slicing()
-        if config.unet_checkpointing:
-            image.unet.enable_gradient_checkpointing()
         result["parameters"] = {"image": parameter_counts(image)}
         erase_config = EraseConfig(num_shots=4, shot_steps=config.steps, max_steps=config.opt_steps,
                                    stop_rule="max-steps", check_every=config.opt_steps,
                                    eval_timesteps=config.eval_timesteps,
-                                   gradient_checkpointing=config.encoder_checkpointing)  # fmt: skip
+                                   gradient_checkpointing=config.encoder_checkpointing,
+                                   unet_checkpointing=config.unet_checkpointing, offload=config.offload)  # fmt: skip
         calls = UNetCalls(device).attach(image.unet)
         original = generate_module.generate_images
 
@@ -530,6 +530,8 @@ def parse_args(argv=None) -> tuple[BenchConfig, Path | None]:
     parser.add_argument("--unet-checkpointing", action="store_true", help="gradient checkpointing in the frozen UNet")
     parser.add_argument("--encoder-checkpointing", action="store_true", help="gradient checkpointing in the encoder")
     parser.add_argument("--vae-slicing", action="store_true", help="VAE decodes one image or frame at a time")
+    parser.add_argument("--offload", action="store_true", help="erase: the idle VAE and original encoder wait in "
+                        "CPU memory (GPU only)")  # fmt: skip
     parser.add_argument("--out", type=Path, help="result JSON (default benchmarks/results/realscale-<device>-<dtype>"
                         ".json; with --scale reduced nothing is written unless given)")  # fmt: skip
     args = parser.parse_args(argv)
@@ -550,6 +552,7 @@ def parse_args(argv=None) -> tuple[BenchConfig, Path | None]:
         unet_checkpointing=args.unet_checkpointing,
         encoder_checkpointing=args.encoder_checkpointing,
         vae_slicing=args.vae_slicing,
+        offload=args.offload,
     )
     if min(config.steps, config.opt_steps, config.eval_timesteps, config.frames) < 1:
         parser.error("--steps, --opt-steps, --eval-timesteps and --frames must be at least 1")

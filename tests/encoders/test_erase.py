@@ -125,3 +125,27 @@ def test_given_shots_skip_generation(image_pipe):
     shots = {"square": np.stack([render(Scene("object", "square", "gray", "red", "solid"))[0]] * 2)}
     result = erase_concept(image_pipe, ["square"], EraseConfig(**FAST), progress=False, shots=shots)
     assert result.shots["square"] is shots["square"]
+
+
+def test_unet_checkpointing_recomputes_and_gives_the_same_encoder(image_pipe):
+    calls = []
+    resnet = image_pipe.unet.up_blocks[-1].resnets[0]  # after cross-attention: on the gradient path
+    forward = resnet.forward
+
+    def counted(*args, **kwargs):  # (forward hooks do not fire when checkpointing recomputes)
+        calls.append(1)
+        return forward(*args, **kwargs)
+
+    resnet.forward = counted
+    try:
+        plain = erase_concept(image_pipe, ["zorbo"], EraseConfig(**FAST), progress=False)
+        plain_calls, calls[:] = list(calls), []
+        recomputed = erase_concept(image_pipe, ["zorbo"], EraseConfig(**FAST, unet_checkpointing=True),
+                                   progress=False)  # fmt: skip
+    finally:
+        del resnet.forward
+    # each training step runs the block once more, in the backward pass
+    assert len(calls) == len(plain_calls) + FAST["max_steps"]
+    assert not image_pipe.unet.is_gradient_checkpointing  # the pipeline is handed back as it came
+    a, b = plain.text_encoder.state_dict(), recomputed.text_encoder.state_dict()
+    assert all(torch.allclose(a[k], b[k], atol=1e-6) for k in a)
