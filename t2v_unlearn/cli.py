@@ -38,6 +38,9 @@ def _add_model_args(parser: argparse.ArgumentParser) -> None:
                         help="'tinyworld' (default), a registered base name, or a local diffusers folder")  # fmt: skip
     parser.add_argument("--device", default="auto", help="cpu, cuda, cuda:N, or auto (default: cuda if present)")
     parser.add_argument("--dtype", default="float32", choices=DTYPES, help="weights dtype of the frozen models")
+    parser.add_argument("--offload", action="store_true",
+                        help="on a GPU, keep idle models in CPU memory (less GPU memory, a little slower)")  # fmt: skip
+    parser.add_argument("--vae-slicing", action="store_true", help="decode one image or video frame at a time")
 
 
 # --- concepts -------------------------------------------------------------------------------------------------
@@ -69,7 +72,8 @@ def cmd_generate(args) -> int:
     out, tmp = prepare_output(out, args.overwrite)
     try:
         pipe = load_pipeline(args.kind, args.model, text_encoder=args.text_encoder, device=_device(args.device),
-                             dtype=_dtype(args.dtype), force=args.force)  # fmt: skip
+                             dtype=_dtype(args.dtype), force=args.force, offload=args.offload,
+                             vae_slicing=args.vae_slicing)  # fmt: skip
         pipe.set_progress_bar_config(disable=False, leave=False)
         seeds = [args.seed + i for i in range(args.num)]
         prompts = [args.prompt] * args.num
@@ -166,6 +170,8 @@ def cmd_erase(args) -> int:
             seed=args.seed,
             category=args.category,
             gradient_checkpointing=args.gradient_checkpointing,
+            unet_checkpointing=args.unet_checkpointing,
+            offload=args.offload,
         )
     except ValueError as error:
         raise SystemExit(f"error: {error}") from None
@@ -173,7 +179,9 @@ def cmd_erase(args) -> int:
 
     # 1. load the image pipeline (its UNet and VAE stay frozen)
     start = time.perf_counter()
-    pipe = load_pipeline("image", args.model, device=device, dtype=dtype, progress=False)
+    # (erase parks idle models itself with --offload: accelerate's offload hooks would move the UNet mid-step)
+    pipe = load_pipeline("image", args.model, device=device, dtype=dtype, progress=False,
+                         vae_slicing=args.vae_slicing)  # fmt: skip
     timings = {"load": time.perf_counter() - start}
 
     # 2. shots, then gradient ascent until the stop rule fires
@@ -229,6 +237,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--preserve-weight", type=float, default=1.0, help="weight of the preservation term (0: off)")
     p.add_argument("--category", choices=["object", "style", "id"], help="concept category (default: looked up)")
     p.add_argument("--gradient-checkpointing", action="store_true", help="trade compute for encoder memory")
+    p.add_argument("--unet-checkpointing", action="store_true",
+                   help="recompute the frozen UNet's activations: the biggest memory saving at real scale")  # fmt: skip
     p.add_argument("--preview", action=argparse.BooleanOptionalAction, default=True,
                    help="write a before/after preview for the image and the video model (default: on)")  # fmt: skip
     p.add_argument("--preview-steps", type=int, default=25)

@@ -272,8 +272,9 @@ def _erase(pipe, concepts, config: EraseConfig, progress: bool, shots) -> EraseR
     text_encoder.train()
     model, trainable_names = _prepare_trainable(text_encoder, config)
     parameters = [p for p in model.parameters() if p.requires_grad]
+    # fused: one kernel over all parameters, without foreach's parameter-sized temporaries (0.7 GiB at SD 2.x size)
     optimizer = torch.optim.Adam(parameters, lr=config.lr, betas=config.betas, eps=config.adam_eps,
-                                 weight_decay=config.weight_decay)  # fmt: skip
+                                 weight_decay=config.weight_decay, fused=device.type in ("cuda", "cpu"))  # fmt: skip
     tokenizer, unet, scheduler = pipe.tokenizer, pipe.unet, pipe.scheduler
     num_train_timesteps = scheduler.config.num_train_timesteps
 

@@ -70,6 +70,8 @@ def load_pipeline(
     dtype: torch.dtype = torch.float32,
     force: bool = False,
     progress: bool = True,
+    offload: bool = False,
+    vae_slicing: bool = False,
 ) -> DiffusionPipeline:
     """Load an image (`StableDiffusionPipeline`) or video (`TextToVideoSDPipeline`) pipeline.
 
@@ -78,6 +80,9 @@ def load_pipeline(
         model: "tinyworld", a registered base name, or a local diffusers folder.
         text_encoder: an encoder checkpoint folder from `erase`; swapped in after the compatibility checks.
         force: accept a checkpoint unlearned from a different base encoder (never a different architecture).
+        offload: on a GPU, keep each model in CPU memory until its turn (diffusers' model CPU offload, through
+            accelerate): peak GPU memory drops to the largest model. Ignored on the CPU.
+        vae_slicing: decode one image, or one video frame, at a time: less memory for the same output.
     """
     path = resolve_model(model, kind)
     cls = PIPELINE_CLASSES[kind]
@@ -96,7 +101,12 @@ def load_pipeline(
         pipe.text_encoder = load_text_encoder(
             text_encoder, base=pipe.text_encoder, tokenizer=pipe.tokenizer, force=force, base_name=str(model)
         ).to(dtype)
-    pipe.to(device)
+    if vae_slicing:
+        pipe.vae.enable_slicing()
+    if offload and torch.device(device).type == "cuda":
+        pipe.enable_model_cpu_offload(device=device)
+    else:
+        pipe.to(device)
     pipe.set_progress_bar_config(disable=not progress, leave=False)
     return pipe
 

@@ -37,21 +37,53 @@ STAGES = ("tokenizer", "vae", "image", "evaluator", "video", "export")
 # --- data --------------------------------------------------------------------------------------------------
 
 
-def attribute_caption(scene, rng: np.random.Generator) -> str:
-    """A caption naming one attribute only (shape, style or character), in the detector's own phrasings.
+EVALUATOR_CATEGORY_WEIGHTS = {"object": 0.5, "style": 0.25, "id": 0.25}  # shape is the hardest to see
 
-    Full captions let a contrastive model tell images apart by colour and background alone; captions that
-    name only the shape make the shape the one thing to learn.
+
+def evaluator_batch(seed: int, batch_size: int, attribute_share: float = 0.8):
+    """Rendered images with captions, and which caption is true of which image (B images x B captions).
+
+    Most captions name one attribute (drawn with `EVALUATOR_CATEGORY_WEIGHTS`); such a caption is true of every
+    image in the batch that has the attribute, not only of its own image, so "a picture of a star" pulls all
+    stars together. (A contrastive target of the diagonal alone, or of identical captions, pushes a star away
+    from every other star's differently worded caption, and a tiny ViT then never learns shapes.)
+    A full caption is true of its own image and of images with the very same caption.
     """
+    rng = np.random.default_rng(seed)
     taxonomy = load_taxonomy()
-    labels = {k: v for k, v in scene.labels().items() if v is not None}
-    category = list(labels)[rng.integers(len(labels))]
-    templates = taxonomy.detector_templates[category]
-    return templates[rng.integers(len(templates))].format(label=labels[category])
+    images, captions, labels, mentions = [], [], [], []
+    for _ in range(batch_size):
+        if rng.random() < 0.5:
+            scene = frame_scene(sample_scene(rng, video=True), float(rng.integers(8)) / 7)
+        else:
+            scene = sample_scene(rng)
+        scene_labels = {k: v for k, v in scene.labels().items() if v is not None}
+        # every one-attribute wording of this scene (a full caption may happen to be one of them too)
+        wordings = {template.format(label=label): {category: label} for category, label in scene_labels.items()
+                    for template in taxonomy.detector_templates[category]}  # fmt: skip
+        if rng.random() < attribute_share:
+            present = list(scene_labels)
+            weights = np.array([EVALUATOR_CATEGORY_WEIGHTS[c] for c in present])
+            category = present[rng.choice(len(present), p=weights / weights.sum())]
+            templates = taxonomy.detector_templates[category]
+            text = templates[rng.integers(len(templates))].format(label=scene_labels[category])
+        else:
+            text = caption(scene, rng)
+        mentions.append(wordings.get(text))
+        images.append(render(scene)[0])
+        captions.append(text)
+        labels.append(scene_labels)
+    true_of = torch.zeros(batch_size, batch_size)
+    for i in range(batch_size):
+        for j in range(batch_size):
+            named = mentions[j]
+            true_of[i, j] = float(i == j or captions[i] == captions[j] or (
+                named is not None and all(labels[i].get(c) == v for c, v in named.items())))  # fmt: skip
+    pixels = torch.from_numpy(np.stack(images)).permute(0, 3, 1, 2).float() / 127.5 - 1
+    return pixels, captions, true_of
 
 
-def image_batch(seed: int, batch_size: int, motion_share: float = 0.0, id_share: float = 0.3,
-                attribute_share: float = 0.0):  # fmt: skip
+def image_batch(seed: int, batch_size: int, motion_share: float = 0.0, id_share: float = 0.3):
     """Rendered images in [-1, 1] (B, 3, H, W) with one caption each. Some are frames of moving scenes."""
     rng = np.random.default_rng(seed)
     images, captions = [], []
@@ -63,8 +95,6 @@ def image_batch(seed: int, batch_size: int, motion_share: float = 0.0, id_share:
         else:
             scene = sample_scene(rng, id_share=id_share)
             text = caption(scene, rng)
-        if rng.random() < attribute_share:
-            text = attribute_caption(scene, rng)
         images.append(render(scene)[0])
         captions.append(text)
     pixels = torch.from_numpy(np.stack(images)).permute(0, 3, 1, 2).float() / 127.5 - 1
@@ -234,24 +264,28 @@ def save_module(module: torch.nn.Module, path: Path) -> None:
 
 def stage_evaluator(args, tokenizer, record):
     torch.manual_seed(args.seed + 1)
-    clip = models.make_evaluator(tokenizer).to(args.device)
+    clip = models.make_evaluator(tokenizer)
+    if args.evaluator_init:  # fine-tune an earlier evaluator instead of starting from random weights
+        clip.load_state_dict(models.CLIPModel.from_pretrained(args.evaluator_init, dtype=torch.float32).state_dict())
+    clip = clip.to(args.device)
     generator = torch.Generator().manual_seed(args.seed + 1)
-    trainer = Trainer("evaluator", args.work, {"clip": clip}, clip.parameters(), args.evaluator_steps, 1e-3,
-                      ema_decay=0.995, device=args.device)  # fmt: skip
+    trainer = Trainer("evaluator", args.work, {"clip": clip}, clip.parameters(), args.evaluator_steps,
+                      args.evaluator_lr, ema_decay=0.995, device=args.device)  # fmt: skip
 
     def step(i):
-        pixels, captions = image_batch(10_000_000 + i, 96, motion_share=0.5, attribute_share=0.6)
+        pixels, captions, true_of = evaluator_batch(10_000_000 + i, 96)
         pixels = degrade(pixels, generator).to(args.device)
         input_ids = tokenize(tokenizer, captions, padding="longest").to(args.device)
         with torch.autocast(args.device, dtype=torch.bfloat16, enabled=args.bf16):
             out = clip(input_ids=input_ids, pixel_values=pixels)
-        # identical captions in a batch are all positives of each other
-        same = torch.tensor([[a == b for b in captions] for a in captions], dtype=torch.float32, device=args.device)
-        target = same / same.sum(1, keepdim=True)
-        logits = out.logits_per_image.float()
-        return 0.5 * (F.cross_entropy(logits, target) + F.cross_entropy(logits.T, target))
+        logits = out.logits_per_image.float()  # images x captions
+        true_of = true_of.to(args.device)
+        return 0.5 * (F.cross_entropy(logits, true_of / true_of.sum(1, keepdim=True))
+                      + F.cross_entropy(logits.T, true_of.T / true_of.T.sum(1, keepdim=True)))  # fmt: skip
 
     record["evaluator"] = trainer.run(step)
+    if args.evaluator_init:
+        record["evaluator"]["initialised_from"] = str(args.evaluator_init)
     save_module(clip, Path(args.work) / "evaluator" / "final")
 
 
@@ -433,6 +467,8 @@ def main(argv=None):
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--video-batch-size", type=int, default=4)
     parser.add_argument("--evaluator-steps", type=int, default=1400)
+    parser.add_argument("--evaluator-lr", type=float, default=1e-3)
+    parser.add_argument("--evaluator-init", help="an evaluator folder to fine-tune (default: random weights)")
     parser.add_argument("--vae-steps", type=int, default=1500)
     parser.add_argument("--image-steps", type=int, default=2500)
     parser.add_argument("--video-steps", type=int, default=500)

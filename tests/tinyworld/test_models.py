@@ -51,3 +51,16 @@ def test_video_unet_starts_as_the_image_unet_frame_by_frame():
         video = unet3d(latents, 10, hidden).sample
         frames = unet2d(latents[0].permute(1, 0, 2, 3), 10, hidden.expand(3, -1, -1)).sample
     assert torch.allclose(video[0].permute(1, 0, 2, 3), frames, atol=1e-4)
+
+
+def test_memory_options_of_load_pipeline(video_pipe):
+    from t2v_unlearn.pipelines.load import load_pipeline
+
+    pipe = load_pipeline("video", vae_slicing=True, offload=True, device="cpu", progress=False)
+    assert pipe.vae.use_slicing and not video_pipe.vae.use_slicing
+    # on the CPU there is nothing to offload to: no accelerate hooks, everything stays where it is
+    assert not hasattr(pipe.unet, "_hf_hook") and pipe.unet.device.type == "cpu"
+    # decoding frame by frame gives the same video
+    sliced = generate_videos(pipe, ["a star moving left"], [0], steps=2, num_frames=4)
+    whole = generate_videos(video_pipe, ["a star moving left"], [0], steps=2, num_frames=4)
+    assert np.abs(sliced.astype(int) - whole.astype(int)).max() <= 1
