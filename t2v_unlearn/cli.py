@@ -39,7 +39,7 @@ def _add_model_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--device", default="auto", help="cpu, cuda, cuda:N, or auto (default: cuda if present)")
     parser.add_argument("--dtype", default="float32", choices=DTYPES, help="weights dtype of the frozen models")
     parser.add_argument("--offload", action="store_true",
-                        help="on a GPU, keep idle models in CPU memory (less GPU memory, a little slower)")  # fmt: skip
+                        help="on a GPU, keep idle models in CPU memory (less GPU memory, slower)")  # fmt: skip
     parser.add_argument("--vae-slicing", action="store_true", help="decode one image or video frame at a time")
 
 
@@ -238,7 +238,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--category", choices=["object", "style", "id"], help="concept category (default: looked up)")
     p.add_argument("--gradient-checkpointing", action="store_true", help="trade compute for encoder memory")
     p.add_argument("--unet-checkpointing", action="store_true",
-                   help="recompute the frozen UNet's activations: the biggest memory saving at real scale")  # fmt: skip
+                   help="recompute the frozen UNet's activations: the main memory saving at real scale")  # fmt: skip
     p.add_argument("--preview", action=argparse.BooleanOptionalAction, default=True,
                    help="write a before/after preview for the image and the video model (default: on)")  # fmt: skip
     p.add_argument("--preview-steps", type=int, default=25)

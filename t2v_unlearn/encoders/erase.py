@@ -348,7 +348,9 @@ def _erase(pipe, concepts, config: EraseConfig, progress: bool, shots) -> EraseR
     if config.gradient_checkpointing:
         text_encoder.gradient_checkpointing_disable()
     base_state = base_encoder.state_dict()
-    changed = [n for n, t in text_encoder.state_dict().items() if not torch.equal(t, base_state[n].to(t.device, t.dtype))]
+    changed = [
+        n for n, t in text_encoder.state_dict().items() if not torch.equal(t, base_state[n].to(t.device, t.dtype))
+    ]
     return EraseResult(
         text_encoder=text_encoder,
         concepts=specs,
