@@ -534,6 +534,7 @@ def summary(result: dict) -> str:
              f"image {config['image_base']}, video {config['video_base']} {config['frames']} frames",
              f"measured with {config['steps']} denoising steps, {config['opt_steps']} optimisation steps, "
              f"{config['eval_timesteps']} stop-rule timestep(s):"]  # fmt: skip
+
     def tensors(record):
         return f"   tensors {record['peak_tensor_gib']:6.2f} GiB" if "peak_tensor_gib" in record else ""
 
