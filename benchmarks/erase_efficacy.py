@@ -37,6 +37,24 @@ def target_rates(metrics: dict, kind: str, concept: str) -> tuple[float, float]:
     return entry["original"]["m_score"]["value"], entry["unlearned"]["m_score"]["value"]
 
 
+def transfer_table(results: dict, variant: str = "regularised") -> list[str]:
+    """Erased on the image model, measured on images and on video frames: one row per concept and kind."""
+    rows = ["| concept | measured on | hit rate before -> after | erasure | retention, same category | "
+            "retention, other categories | retention, all | harmonic mean |",
+            "|---|---|---|---|---|---|---|---|"]  # fmt: skip
+    for key, entry in results.items():
+        concept, run_variant = key.split("/")
+        if run_variant != variant:
+            continue
+        for kind, label in (("image", "images"), ("video", "video frames")):
+            e = entry[kind]
+            rows.append(f"| {concept} | {label} | {e['target_before']:.2f} -> {e['target_after']:.2f} | "
+                        f"{fmt(e['erasure'])} | {fmt(e['retention_same_category'])} | "
+                        f"{fmt(e['retention_other_categories'])} | {fmt(e['retention'])} | "
+                        f"{fmt(e['harmonic_mean'])} |")  # fmt: skip
+    return rows
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--concepts", nargs="+", default=["zorbo", "star", "striped"])
@@ -44,7 +62,11 @@ def main():
     parser.add_argument("--full", action="store_true", help="the full suite instead of the --quick plan")
     parser.add_argument("--work", default=str(ROOT / "runs" / "efficacy"), help="checkpoints and samples")
     parser.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "erase_efficacy.json"))
+    parser.add_argument("--table-only", action="store_true", help="print the transfer table of --out; run nothing")
     args = parser.parse_args()
+    if args.table_only:
+        print("\n".join(transfer_table(json.loads(Path(args.out).read_text())["results"])))
+        return
 
     work = Path(args.work)
     pipe = load_pipeline("image", progress=False)
@@ -95,6 +117,7 @@ def main():
     print("| concept | variant | steps | image target hit rate | video frame hit rate | image retention | "
           "video retention | image H | video H |")  # fmt: skip
     print("\n".join(rows))
+    print("\n".join(transfer_table(results)))
 
 
 if __name__ == "__main__":

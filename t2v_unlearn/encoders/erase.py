@@ -268,7 +268,7 @@ def _erase(pipe, concepts, config: EraseConfig, progress: bool, shots) -> EraseR
     base_encoder = pipe.text_encoder
     text_encoder = copy.deepcopy(base_encoder).float().to(device)
     if config.gradient_checkpointing:
-        text_encoder.gradient_checkpointing_enable()
+        text_encoder.activation_checkpointing_enable()
     text_encoder.train()
     model, trainable_names = _prepare_trainable(text_encoder, config)
     parameters = [p for p in model.parameters() if p.requires_grad]
@@ -346,7 +346,7 @@ def _erase(pipe, concepts, config: EraseConfig, progress: bool, shots) -> EraseR
         text_encoder = model.merge_and_unload()
     text_encoder.requires_grad_(False).eval()
     if config.gradient_checkpointing:
-        text_encoder.gradient_checkpointing_disable()
+        text_encoder.activation_checkpointing_disable()
     base_state = base_encoder.state_dict()
     changed = [
         n for n, t in text_encoder.state_dict().items() if not torch.equal(t, base_state[n].to(t.device, t.dtype))

@@ -149,3 +149,13 @@ def test_unet_checkpointing_recomputes_and_gives_the_same_encoder(image_pipe):
     assert not image_pipe.unet.is_gradient_checkpointing  # the pipeline is handed back as it came
     a, b = plain.text_encoder.state_dict(), recomputed.text_encoder.state_dict()
     assert all(torch.allclose(a[k], b[k], atol=1e-6) for k in a)
+
+
+def test_encoder_checkpointing_gives_the_same_encoder(image_pipe):
+    plain = erase_concept(image_pipe, ["striped"], EraseConfig(**FAST), progress=False).text_encoder.state_dict()
+    config = EraseConfig(**FAST, gradient_checkpointing=True)
+    recomputed = erase_concept(image_pipe, ["striped"], config, progress=False).text_encoder
+    assert not recomputed.is_activation_checkpointing  # handed back without it
+    state = recomputed.state_dict()
+    assert any(not torch.equal(state[k], image_pipe.text_encoder.state_dict()[k]) for k in state)
+    assert all(torch.allclose(plain[k], state[k], atol=1e-6) for k in plain)
