@@ -17,6 +17,13 @@ linearly from the per-call costs: fixed part + per-UNet-call cost x calls. Memor
 (GPU: `torch.cuda.max_memory_allocated`; CPU: the process's resident set, sampled every 20 ms); more steps
 do not raise it. The JSON under benchmarks/results/ keeps both, labelled.
 
+With `--tensor-memory` the bytes of live tensor storage are also counted op by op (`TensorMemory`): the
+memory a GPU would need, measured on any device, so a CPU run answers the GPU-memory question too. It adds
+a Python call to every op, so take times from a run without it:
+
+    python benchmarks/realscale.py --device cpu --dtype bfloat16 --unet-checkpointing --encoder-checkpointing \
+        --vae-slicing --tensor-memory --steps 1 --opt-steps 2 --eval-timesteps 1 --no-load --out memory.json
+
 Goals it reports against: peak GPU memory <= 8 GiB and <= 30 s end to end on an H100-class GPU.
 """
 
