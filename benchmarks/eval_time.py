@@ -36,7 +36,11 @@ def eval_command(text_encoder: str, out: Path, *extra: str) -> list[str]:
 
 
 def samples(out: Path, kind: str) -> int:
-    return sum(1 for _ in (out / "samples" / kind).rglob("*.npy")) if (out / "samples" / kind).is_dir() else 0
+    """Samples written so far: `eval` works in a hidden `.<out>.partial` folder and renames it when done."""
+    for folder in (out, out.with_name(f".{out.name}.partial")):
+        if (folder / "samples" / kind).is_dir():
+            return sum(1 for _ in (folder / "samples" / kind).rglob("*.npy"))
+    return 0
 
 
 def run_to_end(command: list[str], out: Path, kind: str | None = None) -> dict:
@@ -75,47 +79,58 @@ def full_plan_rows(kind: str, target: str) -> int:
     return 2 * sum(len(p) for p in prompts.values()) * len(seeds)  # original and unlearned encoder
 
 
+def time_full_video(text_encoder: str, out: Path, target: str, budget: float) -> dict:
+    """The full suite's videos: run to the end (budget 0), or for `budget` seconds and extrapolated."""
+    command = eval_command(text_encoder, out, "--kind", "video")
+    if budget <= 0:
+        return run_to_end(command, out)
+    run = run_for(command, out, budget)
+    if run["first_batch"] is None or run["written"] <= run["first_batch"][1]:
+        raise SystemExit(f"--video-budget {budget} s was too short to measure a rate; raise it")
+    (t0, n0), n1, rows = run["first_batch"], run["written"], full_plan_rows("video", target)
+    per_row = (run["seconds"] - t0) / (n1 - n0)
+    return {
+        "measured": False, "rows": rows, "budget_run": run, "seconds_per_row": round(per_row, 2),
+        "seconds": round(t0 + per_row * (rows - n0), 0),
+        "how": "t0 (start to first batch written) + seconds per row x the rows left; the scoring and mp4 round "
+               "trip after generation are not included",
+        "command": " ".join(command[2:]),
+    }  # fmt: skip
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--text-encoder", required=True, help="a checkpoint from `t2v-unlearn erase`")
     parser.add_argument("--video-budget", type=float, default=600, help="seconds of the full video run (0: all)")
-    parser.add_argument("--skip-quick", action="store_true")
+    parser.add_argument("--parts", default="quick,image,video", help="which of quick, image, video to run; "
+                        "results of earlier runs in --out are kept for the others")  # fmt: skip
     parser.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "eval_time.json"))
     args = parser.parse_args()
     target = json.loads((Path(args.text_encoder) / "unlearn.json").read_text())["concepts"][0]
-    result = {"text_encoder": args.text_encoder, "target": target, "threads": os.environ.get("OMP_NUM_THREADS"),
+    parts = {p.strip() for p in args.parts.split(",") if p.strip()}
+    if not parts or parts - {"quick", "image", "video"}:
+        parser.error(f"--parts takes quick, image and/or video, got {args.parts!r}")
+    result = json.loads(Path(args.out).read_text()) if Path(args.out).exists() else {}
+    result |= {"text_encoder": args.text_encoder, "target": target, "threads": os.environ.get("OMP_NUM_THREADS"),
               "machine": f"{platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}",
               "date": datetime.date.today().isoformat()}  # fmt: skip
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
-        if not args.skip_quick:
+        if "quick" in parts:
             result["quick"] = run_to_end(eval_command(args.text_encoder, tmp / "quick", "--quick"), tmp / "quick")
             print("quick:", json.dumps(result["quick"]))
-        out = tmp / "full-image"
-        result["full_image"] = run_to_end(eval_command(args.text_encoder, out, "--kind", "image"), out)
-        print("full suite, images:", json.dumps(result["full_image"]))
-        out, rows = tmp / "full-video", full_plan_rows("video", target)
-        command = eval_command(args.text_encoder, out, "--kind", "video")
-        if args.video_budget <= 0:
-            result["full_video"] = run_to_end(command, out)
-        else:
-            run = run_for(command, out, args.video_budget)
-            if run["first_batch"] is None or run["written"] <= run["first_batch"][1]:
-                raise SystemExit(f"--video-budget {args.video_budget} s was too short to measure a rate; raise it")
-            (t0, n0), n1 = run["first_batch"], run["written"]
-            per_row = (run["seconds"] - t0) / (n1 - n0)
-            result["full_video"] = {
-                "measured": False, "rows": rows, "budget_run": run, "seconds_per_row": round(per_row, 2),
-                "seconds": round(t0 + per_row * (rows - n0), 0),
-                "how": "t0 (start to first batch written) + seconds per row x the rows left; the scoring "
-                       "and mp4 round trip after generation are not included",
-                "command": " ".join(command[2:]),
-            }  # fmt: skip
-        print("full suite, videos:", json.dumps(result["full_video"]))
-    total = result["full_image"]["seconds"] + result["full_video"]["seconds"]
-    result["full_total_seconds"] = round(total)
-    print(f"full suite (images + videos): {total / 3600:.1f} h"
-          f"{'' if result['full_video']['measured'] else ' (videos extrapolated)'}")  # fmt: skip
+        if "image" in parts:
+            out = tmp / "full-image"
+            result["full_image"] = run_to_end(eval_command(args.text_encoder, out, "--kind", "image"), out)
+            print("full suite, images:", json.dumps(result["full_image"]))
+        if "video" in parts:
+            result["full_video"] = time_full_video(args.text_encoder, tmp / "full-video", target, args.video_budget)
+            print("full suite, videos:", json.dumps(result["full_video"]))
+    if "full_image" in result and "full_video" in result:
+        total = result["full_image"]["seconds"] + result["full_video"]["seconds"]
+        result["full_total_seconds"] = round(total)
+        print(f"full suite (images + videos): {total / 3600:.1f} h"
+              f"{'' if result['full_video']['measured'] else ' (videos extrapolated)'}")  # fmt: skip
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(result, indent=2) + "\n")
     print(f"wrote {args.out}")

@@ -60,11 +60,13 @@ class EraseConfig:
     preserve_batch: int = field(default=16, metadata={"help": "retained prompts per step in the preservation term"})
     category: str | None = field(default=None, metadata={"help": "object, style or id; default: looked up"})
     seed: int = field(default=0, metadata={"help": "seeds shots, batches, noise and timesteps"})
-    gradient_checkpointing: bool = field(default=False, metadata={"help": "recompute encoder activations"})
+    gradient_checkpointing: bool = field(
+        default=False, metadata={"help": "recompute the trained encoder's activations: 1.7 GiB less at SD 2.x size"}
+    )
     unet_checkpointing: bool = field(
         default=False,
-        metadata={"help": "recompute the frozen UNet's activations in the backward pass: the largest memory "
-                          "saving at real scale, for about a third more time per step"},
+        metadata={"help": "recompute the frozen UNet's activations in the backward pass: 2 GiB less at SD 2.x "
+                          "size, for about 12% more time per step (docs/BENCHMARKS.md)"},
     )  # fmt: skip
     offload: bool = field(
         default=False,
