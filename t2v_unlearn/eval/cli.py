@@ -59,6 +59,7 @@ def add_eval_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentPars
     parser.add_argument("--steps", type=int, default=25, help=_help("steps"))
     parser.add_argument("--guidance", type=float, default=6.0, help=_help("guidance"))
     parser.add_argument("--num-frames", type=int, default=8, help=_help("num_frames"))
+    parser.add_argument("--frames-scored", type=int, metavar="M", help=_help("frames_scored"))
     parser.add_argument(
         "--no-decoded", action="store_false", dest="score_decoded", help="skip scoring videos after an mp4 round trip"
     )
@@ -74,7 +75,8 @@ def config_from_args(args: argparse.Namespace) -> EvalConfig:
         text_encoder=args.text_encoder, model=args.model, video_model=args.video_model, kind=args.kind,
         suite=args.suite, quick=args.quick,
         concepts=list(args.concepts or []), detector=args.detector, videos=args.videos, seed=args.seed,
-        steps=args.steps, guidance=args.guidance, num_frames=args.num_frames, device=args.device,
+        steps=args.steps, guidance=args.guidance, num_frames=args.num_frames, frames_scored=args.frames_scored,
+        device=args.device,
         score_decoded=args.score_decoded, bootstrap_resamples=args.bootstrap_resamples, progress=not args.no_progress,
     )  # fmt: skip
 

@@ -52,10 +52,17 @@ class EvalConfig:
     steps: int = field(default=25, metadata={"help": "denoising steps"})
     guidance: float = field(default=6.0, metadata={"help": "classifier-free guidance scale"})
     num_frames: int = field(default=8, metadata={"help": "frames per generated video"})
+    frames_scored: int | None = field(
+        default=None, metadata={"help": "score m evenly spaced frames per video (METHOD.md section 3); default all"}
+    )
     device: str = field(default="cpu", metadata={"help": "torch device"})
     score_decoded: bool = field(default=True, metadata={"help": "also score generated videos after an mp4 round trip"})
     bootstrap_resamples: int = field(default=M.DEFAULT_RESAMPLES, metadata={"help": "bootstrap resamples"})
     progress: bool = field(default=True, metadata={"help": "show progress bars"})
+
+    def __post_init__(self):
+        if self.frames_scored is not None and self.frames_scored < 1:
+            raise ValueError(f"--frames-scored must be at least 1 (got {self.frames_scored}); omit it to score all")
 
     def model_for(self, kind: str) -> str:
         """The pipeline of one kind: --video-model for videos when given; TinyWorld-style folders hold both."""
@@ -133,9 +140,17 @@ class ConceptScores:
 
 
 def score_frames(
-    detector: ZeroShotDetector, concept: SuiteConcept, templates: tuple[str, ...], videos: list[np.ndarray]
+    detector: ZeroShotDetector,
+    concept: SuiteConcept,
+    templates: tuple[str, ...],
+    videos: list[np.ndarray],
+    frames_scored: int | None = None,
 ) -> tuple[list[np.ndarray], list[np.ndarray]]:
-    """Hits and soft scores for a list of videos (each uint8 (F, H, W, 3)), in one batched detector pass."""
+    """Hits and soft scores for a list of videos (each uint8 (F, H, W, 3)), in one batched detector pass.
+
+    With `frames_scored` m, only m evenly spaced frames of each video are scored.
+    """
+    videos = [v[M.evenly_spaced_frames(len(v), frames_scored)] for v in videos]
     labels = concept.label_set()
     lengths = [len(v) for v in videos]
     probabilities = detector.probabilities(np.concatenate(videos), labels, templates)
@@ -166,6 +181,7 @@ def score_rows(
     keep_frames: int = 0,
     progress: bool = True,
     decoded: bool = False,
+    frames_scored: int | None = None,
 ) -> dict[tuple[str, str, str], ConceptScores]:
     """(kind, encoder, concept) -> ConceptScores, reading each row's lossless frames (or, with `decoded`, its mp4)."""
     groups: dict[tuple[str, str, str], list[Row]] = {}
@@ -179,7 +195,7 @@ def score_rows(
         seeds = sorted({r.seed for r in group})
         grid = {(r.prompt_index, r.seed): mp4_roundtrip(r, root) if decoded else load_sample(r, root) for r in group}
         videos = [grid[(p, s)] for p in prompts for s in seeds]
-        hits, soft = score_frames(detector, entry, suite.detector_templates[entry.category], videos)
+        hits, soft = score_frames(detector, entry, suite.detector_templates[entry.category], videos, frames_scored)
         shape = (len(prompts), len(seeds))
 
         def nest(items, shape=shape):
@@ -272,7 +288,8 @@ def evaluate(config: EvalConfig, root: Path, gallery_concepts: int = 2) -> tuple
     if not distributed_state(config.device).is_main_process:
         return {}, {}
     detector = ZeroShotDetector.from_pretrained(config.detector or suite.detector, device=config.device)
-    scores = score_rows(rows, root, detector, suite, keep_frames=gallery_concepts, progress=config.progress)
+    scores = score_rows(rows, root, detector, suite, keep_frames=gallery_concepts, progress=config.progress,
+                        frames_scored=config.frames_scored)  # fmt: skip
     metrics = {"targets": targets, "suite": suite.name, "model": config.model, "text_encoder": config.text_encoder}
     metrics["models"] = {kind: config.model_for(kind) for kind in plans}
     gallery = {}
@@ -283,7 +300,8 @@ def evaluate(config: EvalConfig, root: Path, gallery_concepts: int = 2) -> tuple
         gallery[kind] = gallery_items(pairs, prompts, seeds)
         if kind == "video" and config.score_decoded:  # METHOD.md §3: score decoded files separately
             video_rows = [r for r in rows if r.kind == "video"]
-            decoded = score_rows(video_rows, root, detector, suite, progress=config.progress, decoded=True)
+            decoded = score_rows(video_rows, root, detector, suite, progress=config.progress, decoded=True,
+                                 frames_scored=config.frames_scored)  # fmt: skip
             pairs = {c: (decoded[(kind, ORIGINAL, c)], decoded[(kind, UNLEARNED, c)]) for c in concepts}
             metrics["video_mp4"] = kind_metrics(pairs, categories, targets, config.bootstrap_resamples, config.seed)
     metrics["config"] = asdict(config)
@@ -352,7 +370,8 @@ def evaluate_video_files(config: EvalConfig, folder: Path) -> tuple[dict, dict]:
         per_model = []
         for model in models:
             videos = [read_video(files[model][concept][name]) for name in common]
-            hits, soft = score_frames(detector, entry, suite.detector_templates[entry.category], videos)
+            hits, soft = score_frames(detector, entry, suite.detector_templates[entry.category], videos,
+                                      config.frames_scored)  # fmt: skip
             per_model.append(ConceptScores([[h] for h in hits], [[s] for s in soft], [[v] for v in videos[:4]]))
         scores[concept] = (per_model[0], per_model[1] if paired else None)
         names[concept] = common

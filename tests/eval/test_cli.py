@@ -139,6 +139,12 @@ def test_scoring_one_folder_of_videos_gives_m_scores_only(tiny_clip_dir, tmp_pat
         run_eval(_parse(["--videos", str(tmp_path / "none"), "--concept", "zorbo", "--out", str(tmp_path / "x")])) == 2
     )
     assert "is not a folder" in capsys.readouterr().err
+    # m evenly spaced frames of each 8-frame clip
+    assert run_eval(_parse([*argv[:-1], str(tmp_path / "three"), "--frames-scored", "3"])) == 0
+    three = json.loads((tmp_path / "three" / "metrics.json").read_text())["video"]["concepts"]["zorbo"]
+    assert three["frames_per_video"] == 3 and zorbo["frames_per_video"] == 8
+    assert run_eval(_parse([*argv[:-1], str(tmp_path / "zero"), "--frames-scored", "0"])) == 2
+    assert "--frames-scored must be at least 1" in capsys.readouterr().err and not (tmp_path / "zero").exists()
 
 
 def test_model_for_each_kind(tmp_path):
