@@ -194,7 +194,7 @@ def cmd_erase(args) -> int:
     # 3. the checkpoint, atomically
     extra = {"process_seconds": round(time.perf_counter() - START, 3)}
     out = save_checkpoint(out, result, pipe.text_encoder, pipe.tokenizer, config, args.model, timings,
-                          overwrite=args.overwrite, extra=extra)  # fmt: skip
+                          overwrite=args.overwrite, extra=extra, dtype=_dtype(args.save_dtype))  # fmt: skip
     import json
 
     manifest = json.loads((out / "unlearn.json").read_text())
@@ -241,6 +241,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--unet-checkpointing", action="store_true",
                    help="recompute the frozen UNet's activations "
                         "(2 GiB less at SD 2.x size, 12%% slower steps)")  # fmt: skip
+    p.add_argument("--save-dtype", default="float32", choices=DTYPES,
+                   help="precision of the saved weights (float16: half the size, for sharing)")  # fmt: skip
     p.add_argument("--preview", action=argparse.BooleanOptionalAction, default=True,
                    help="write a before/after preview for the image and the video model (default: on)")  # fmt: skip
     p.add_argument("--preview-steps", type=int, default=25)

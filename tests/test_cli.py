@@ -34,10 +34,11 @@ def test_erase_then_generate_with_the_checkpoint(tmp_path):
     out = tmp_path / "zorbo-erased"
     result = cli("erase", "--concept", "zorbo", "--out", str(out), "--max-steps", "4", "--shots", "2",
                  "--shot-steps", "3", "--preview-steps", "2", "--device", "cpu", "--quiet",
-                 "--unet-checkpointing", "--offload", "--vae-slicing")  # fmt: skip
+                 "--unet-checkpointing", "--offload", "--vae-slicing", "--save-dtype", "float16")  # fmt: skip
     assert f"checkpoint written to {out}" in result.stdout and "time: load" in result.stdout
     manifest = json.loads((out / "unlearn.json").read_text())
     assert manifest["config"]["unet_checkpointing"] and manifest["config"]["offload"]
+    assert manifest["saved_dtype"] == "float16"
     assert manifest["concepts"] == ["zorbo"] and manifest["steps"] <= 4
     assert {"load", "shots", "optimise", "save"} <= set(manifest["timings"])
     assert (out / "text_encoder" / "model.safetensors").is_file()

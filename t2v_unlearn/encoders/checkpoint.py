@@ -78,15 +78,17 @@ def save_checkpoint(
     timings: dict[str, float],
     overwrite: bool = False,
     extra: dict | None = None,
+    dtype: torch.dtype | None = None,
 ) -> Path:
     """Write an encoder-only checkpoint folder for an `EraseResult`; atomic (temporary folder, then rename).
 
-    The time saving takes is measured here and added to `timings` as "save".
+    The time saving takes is measured here and added to `timings` as "save". `dtype` (e.g. torch.float16)
+    stores the weights in that precision instead of the trained float32: half the size, for sharing.
     """
     start = time.perf_counter()
     out, tmp = prepare_output(out, overwrite)
     try:
-        encoder = result.text_encoder
+        encoder = result.text_encoder if dtype is None else copy.deepcopy(result.text_encoder).to(dtype)
         encoder.save_pretrained(tmp / "text_encoder")
         state = encoder.state_dict()
         changed = {n: state[n].detach().contiguous().cpu() for n in result.changed_parameters}
@@ -110,6 +112,7 @@ def save_checkpoint(
             "base_model": base_model,
             "base_fingerprint": base_print,
             "unlearned_fingerprint": encoder_fingerprint(encoder),
+            "saved_dtype": str(next(encoder.parameters()).dtype).removeprefix("torch."),
             "base_architecture": architecture(base_encoder.config),
             "tokenizer_fingerprint": tokenizer_fingerprint(tokenizer),
             "changed_tensors": sorted(changed),

@@ -170,3 +170,23 @@ def test_lora_patch_is_small_and_loads_with_plain_diffusers(erased_lora, image_p
     (only_lora / COMPACT_FILE).unlink()
     merged = load_text_encoder(only_lora, image_pipe.text_encoder, image_pipe.tokenizer)
     assert torch.allclose(_hidden(merged, image_pipe.tokenizer), expected, atol=1e-4)
+
+
+def test_half_precision_checkpoint_is_half_the_size_and_loads_the_same_way(erased, image_pipe, tmp_path):
+    result, folder = erased
+    half = save_checkpoint(tmp_path / "half", result, image_pipe.text_encoder, image_pipe.tokenizer,
+                           EraseConfig(**FAST), "tinyworld", {}, dtype=torch.float16)  # fmt: skip
+    manifest, full_manifest = read_manifest(half), read_manifest(folder)
+    assert manifest["saved_dtype"] == "float16" and full_manifest["saved_dtype"] == "float32"
+    for form in ("full_bytes", "compact_bytes"):
+        assert manifest["sizes"][form] < 0.6 * full_manifest["sizes"][form]
+    plain = CLIPTextModel.from_pretrained(half, subfolder="text_encoder")
+    assert plain.dtype == torch.float16 and encoder_fingerprint(plain) == manifest["unlearned_fingerprint"]
+    loaded = load_text_encoder(half, image_pipe.text_encoder, image_pipe.tokenizer)
+    exact = _hidden(result.text_encoder, image_pipe.tokenizer)
+    assert torch.allclose(_hidden(loaded, image_pipe.tokenizer), exact, atol=2e-2 * exact.abs().max().item())
+    compact_only = tmp_path / "half-compact"
+    shutil.copytree(half, compact_only)
+    shutil.rmtree(compact_only / "text_encoder")
+    compact = load_text_encoder(compact_only, image_pipe.text_encoder, image_pipe.tokenizer).state_dict()
+    assert all(torch.equal(compact[k], v) for k, v in loaded.state_dict().items())
