@@ -46,7 +46,7 @@ def evaluator_batch(seed: int, batch_size: int, attribute_share: float = 0.8):
     Most captions name one attribute (drawn with `EVALUATOR_CATEGORY_WEIGHTS`); such a caption is true of every
     image in the batch that has the attribute, not only of its own image, so "a picture of a star" pulls all
     stars together. (A contrastive target of the diagonal alone, or of identical captions, pushes a star away
-    from every other star's differently worded caption, and a tiny ViT then never learns shapes.)
+    from every other star's differently worded caption: no consistent signal for the shape.)
     A full caption is true of its own image and of images with the very same caption.
     """
     rng = np.random.default_rng(seed)
