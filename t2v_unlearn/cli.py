@@ -27,6 +27,14 @@ def _device(name: str) -> str:
     return name
 
 
+def _placement(args) -> tuple[str, object]:
+    """(device, dtype) from --device and --dtype; says so when --offload can have no effect."""
+    device = _device(args.device)
+    if args.offload and not device.startswith("cuda"):
+        print(f"note: --offload has no effect on --device {device} (it keeps idle models off a GPU)", file=sys.stderr)
+    return device, _dtype(args.dtype)
+
+
 def _dtype(name: str):
     import torch
 
@@ -71,8 +79,9 @@ def cmd_generate(args) -> int:
     out = Path(args.out or f"outputs/{args.kind}-{time.strftime('%Y%m%d-%H%M%S')}")
     out, tmp = prepare_output(out, args.overwrite)
     try:
-        pipe = load_pipeline(args.kind, args.model, text_encoder=args.text_encoder, device=_device(args.device),
-                             dtype=_dtype(args.dtype), force=args.force, offload=args.offload,
+        device, dtype = _placement(args)
+        pipe = load_pipeline(args.kind, args.model, text_encoder=args.text_encoder, device=device, dtype=dtype,
+                             force=args.force, offload=args.offload,
                              vae_slicing=args.vae_slicing)  # fmt: skip
         pipe.set_progress_bar_config(disable=False, leave=False)
         seeds = [args.seed + i for i in range(args.num)]
@@ -175,7 +184,7 @@ def cmd_erase(args) -> int:
         )
     except ValueError as error:
         raise SystemExit(f"error: {error}") from None
-    device, dtype = _device(args.device), _dtype(args.dtype)
+    device, dtype = _placement(args)
 
     # 1. load the image pipeline (its UNet and VAE stay frozen)
     start = time.perf_counter()

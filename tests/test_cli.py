@@ -39,6 +39,7 @@ def test_erase_then_generate_with_the_checkpoint(tmp_path):
     manifest = json.loads((out / "unlearn.json").read_text())
     assert manifest["config"]["unet_checkpointing"] and manifest["config"]["offload"]
     assert manifest["saved_dtype"] == "float16"
+    assert "--offload has no effect on --device cpu" in result.stderr
     assert manifest["concepts"] == ["zorbo"] and manifest["steps"] <= 4
     assert {"load", "shots", "optimise", "save"} <= set(manifest["timings"])
     assert (out / "text_encoder" / "model.safetensors").is_file()
