@@ -175,6 +175,10 @@ def cmd_erase(args) -> int:
             max_steps=args.max_steps,
             lr=args.lr,
             stop_rule=args.stop_rule,
+            stop_ratio=args.stop_ratio,
+            check_every=args.check_every,
+            eval_timesteps=args.eval_timesteps,
+            batch_size=args.batch_size,
             preserve_weight=args.preserve_weight,
             seed=args.seed,
             category=args.category,
@@ -243,6 +247,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-steps", type=int, default=200, help="cap on optimisation steps")
     p.add_argument("--lr", type=float, default=2e-4, help="learning rate")
     p.add_argument("--stop-rule", default="loss-ratio", choices=["loss-ratio", "max-steps"])
+    p.add_argument("--stop-ratio", type=float, default=1.15,
+                   help="stop once the concept loss reaches this multiple of the empty-prompt loss")  # fmt: skip
+    p.add_argument("--check-every", type=int, default=5, help="steps between two stop-rule checks")
+    p.add_argument("--eval-timesteps", type=int, default=8,
+                   help="timesteps per shot in a stop-rule check (fewer: cheaper checks, noisier)")  # fmt: skip
+    p.add_argument("--batch-size", type=int, default=4, help="shots per optimisation step")
     p.add_argument("--preserve-weight", type=float, default=1.0, help="weight of the preservation term (0: off)")
     p.add_argument("--category", choices=["object", "style", "id"], help="concept category (default: looked up)")
     p.add_argument("--gradient-checkpointing", action="store_true",

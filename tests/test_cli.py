@@ -77,6 +77,7 @@ def test_generate_images(tmp_path):
         (["erase", "--concept", "", "--no-preview"], "empty"),
         (["erase", "--concept", "unicorn", "--no-preview"], "unknown TinyWorld concept"),
         (["erase", "--concept", "zorbo", "--images", "/no/such/folder"], "not a folder"),
+        (["erase", "--concept", "zorbo", "--eval-timesteps", "0"], "at least 1"),
         (["generate", "--prompt", "zorbo", "--model", "/no/such/model"], "neither"),
         (["generate", "--prompt", "zorbo", "--text-encoder", "/no/such/ckpt"], "does not exist"),
     ],

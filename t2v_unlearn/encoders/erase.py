@@ -78,8 +78,10 @@ class EraseConfig:
             raise ValueError(f"trainable must be one of {TRAINABLE_PRESETS}, got {self.trainable!r}")
         if self.stop_rule not in ("loss-ratio", "max-steps"):
             raise ValueError(f"stop_rule must be 'loss-ratio' or 'max-steps', got {self.stop_rule!r}")
-        if self.num_shots < 1 or self.batch_size < 1 or self.max_steps < 1:
-            raise ValueError("num_shots, batch_size and max_steps must be at least 1")
+        if min(self.num_shots, self.batch_size, self.max_steps, self.check_every, self.eval_timesteps) < 1:
+            raise ValueError("num_shots, batch_size, max_steps, check_every and eval_timesteps must be at least 1")
+        if self.stop_ratio <= 0:
+            raise ValueError(f"stop_ratio must be positive, got {self.stop_ratio}")
         self.betas = tuple(self.betas)
 
     def to_dict(self) -> dict:

@@ -119,6 +119,11 @@ def test_config_validates():
         EraseConfig(trainable="everything")
     with pytest.raises(ValueError, match="stop_rule"):
         EraseConfig(stop_rule="never")
+    for bad in ({"check_every": 0}, {"eval_timesteps": 0}, {"batch_size": 0}):
+        with pytest.raises(ValueError, match="at least 1"):
+            EraseConfig(**bad)
+    with pytest.raises(ValueError, match="stop_ratio"):
+        EraseConfig(stop_ratio=0)
 
 
 def test_given_shots_skip_generation(image_pipe):
