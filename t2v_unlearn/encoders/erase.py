@@ -80,8 +80,8 @@ class EraseConfig:
             raise ValueError(f"stop_rule must be 'loss-ratio' or 'max-steps', got {self.stop_rule!r}")
         if min(self.num_shots, self.batch_size, self.max_steps, self.check_every, self.eval_timesteps) < 1:
             raise ValueError("num_shots, batch_size, max_steps, check_every and eval_timesteps must be at least 1")
-        if self.stop_ratio <= 0:
-            raise ValueError(f"stop_ratio must be positive, got {self.stop_ratio}")
+        if self.stop_ratio < 0:  # 0 stops at the first check
+            raise ValueError(f"stop_ratio must not be negative, got {self.stop_ratio}")
         self.betas = tuple(self.betas)
 
     def to_dict(self) -> dict:

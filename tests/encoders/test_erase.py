@@ -123,7 +123,7 @@ def test_config_validates():
         with pytest.raises(ValueError, match="at least 1"):
             EraseConfig(**bad)
     with pytest.raises(ValueError, match="stop_ratio"):
-        EraseConfig(stop_ratio=0)
+        EraseConfig(stop_ratio=-1.0)
 
 
 def test_given_shots_skip_generation(image_pipe):
