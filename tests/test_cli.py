@@ -88,3 +88,17 @@ def test_bad_input_fails_with_a_clear_message_and_no_output(tmp_path, args, mess
     assert result.returncode != 0
     assert message in result.stderr, result.stderr
     assert not out.exists() and not list(tmp_path.glob(".*tmp"))
+
+
+def test_erase_flag_defaults_are_the_erase_config_defaults():
+    from t2v_unlearn.cli import build_parser
+    from t2v_unlearn.encoders import EraseConfig
+
+    args = build_parser().parse_args(["erase", "--concept", "zorbo"])
+    defaults = EraseConfig()
+    flags = {"trainable": "trainable", "last_k": "last_k", "lora_rank": "lora_rank", "shots": "num_shots",
+             "shot_steps": "shot_steps", "max_steps": "max_steps", "lr": "lr", "stop_rule": "stop_rule",
+             "stop_ratio": "stop_ratio", "check_every": "check_every", "eval_timesteps": "eval_timesteps",
+             "batch_size": "batch_size", "preserve_weight": "preserve_weight", "seed": "seed"}  # fmt: skip
+    for flag, field_name in flags.items():
+        assert getattr(args, flag) == getattr(defaults, field_name), flag
