@@ -311,8 +311,9 @@ def run(config: BenchConfig) -> dict:
         if config.vae_slicing:
             image.vae.enable_slicing()
         result["parameters"] = {"image": parameter_counts(image)}
-        erase_config = EraseConfig(num_shots=4, shot_steps=config.steps, max_steps=config.opt_steps,
-                                   stop_rule="max-steps", check_every=config.opt_steps,
+        # the ascent objective: its check calls are what the cost model below separates from training calls
+        erase_config = EraseConfig(objective="ascent", num_shots=4, shot_steps=config.steps,
+                                   max_steps=config.opt_steps, stop_rule="max-steps", check_every=config.opt_steps,
                                    eval_timesteps=config.eval_timesteps,
                                    gradient_checkpointing=config.encoder_checkpointing,
                                    unet_checkpointing=config.unet_checkpointing, offload=config.offload)  # fmt: skip

@@ -12,6 +12,11 @@ import sys
 import time
 from pathlib import Path
 
+from .artefacts import atomic_folder, validate_output
+from .config_args import add_config_arguments, config_from_args
+from .encoders.erase import OBJECTIVES, STOP_RULES, EraseConfig
+from .encoders.trainable import TRAINABLE_PRESETS
+
 START = time.perf_counter()
 
 DTYPES = ("float32", "float16", "bfloat16")
@@ -41,8 +46,8 @@ def _dtype(name: str):
     return getattr(torch, name)
 
 
-def _add_model_args(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--model", default="tinyworld",
+def _add_model_args(parser: argparse.ArgumentParser, model_default: str | None = "tinyworld") -> None:
+    parser.add_argument("--model", default=model_default,
                         help="'tinyworld' (default), a registered base name, or a local diffusers folder")  # fmt: skip
     parser.add_argument("--device", default="auto", help="cpu, cuda, cuda:N, or auto (default: cuda if present)")
     parser.add_argument("--dtype", default="float32", choices=DTYPES, help="weights dtype of the frozen models")
@@ -69,7 +74,6 @@ def cmd_concepts(args) -> int:
 
 
 def cmd_generate(args) -> int:
-    from .encoders.checkpoint import commit_output, prepare_output
     from .pipelines.generate import generate_images, generate_videos
     from .pipelines.load import load_pipeline
     from .pipelines.video_io import write_frames, write_gif, write_mp4
@@ -77,8 +81,7 @@ def cmd_generate(args) -> int:
     if not args.prompt.strip():
         raise SystemExit("error: --prompt is empty; say what to generate")
     out = Path(args.out or f"outputs/{args.kind}-{time.strftime('%Y%m%d-%H%M%S')}")
-    out, tmp = prepare_output(out, args.overwrite)
-    try:
+    with atomic_folder(out, args.overwrite, kind="generate") as tmp:
         device, dtype = _placement(args)
         pipe = load_pipeline(args.kind, args.model, text_encoder=args.text_encoder, device=device, dtype=dtype,
                              force=args.force, offload=args.offload,
@@ -103,12 +106,6 @@ def cmd_generate(args) -> int:
                 write_frames(frames, tmp / f"video_seed{seed}_frames")
                 written += [f"video_seed{seed}.mp4", f"video_seed{seed}.gif", f"video_seed{seed}_frames/"]
         (tmp / "prompt.txt").write_text(args.prompt + "\n")
-        commit_output(tmp, out)
-    except BaseException:
-        import shutil
-
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     print(f"wrote {len(written)} files to {out}: {', '.join(written)}")
     return 0
 
@@ -124,11 +121,17 @@ def _preview_prompts(result, count: int = 2) -> list[str]:
     return own + others
 
 
+PREVIEW_STEPS = 10
+
+
 def write_erase_preview(
     out: Path, result, video_model: str | None, device: str, dtype, image_pipe, steps: int
 ) -> Path:
-    """Same prompts and seeds through the original and the unlearned encoder, for images and videos."""
-    import shutil
+    """Same prompts and seeds through the original and the unlearned encoder: images, and videos on request.
+
+    Sampled with a multistep solver (DPM-Solver++) at `steps` steps, so the preview costs no more than the erase.
+    """
+    from diffusers import DPMSolverMultistepScheduler
 
     from .pipelines.generate import generate_images, generate_videos
     from .pipelines.load import load_pipeline
@@ -136,58 +139,51 @@ def write_erase_preview(
 
     prompts = _preview_prompts(result)
     seeds = list(range(len(prompts)))
-    original = image_pipe.text_encoder
-    images = [generate_images(image_pipe, prompts, seeds, steps)]
-    image_pipe.text_encoder = result.text_encoder.to(device, dtype)
-    images.append(generate_images(image_pipe, prompts, seeds, steps))
-    image_pipe.text_encoder = original
+    original, scheduler = image_pipe.text_encoder, image_pipe.scheduler
+    image_pipe.scheduler = DPMSolverMultistepScheduler.from_config(scheduler.config)
+    try:
+        images = [generate_images(image_pipe, prompts, seeds, steps)]
+        image_pipe.text_encoder = result.text_encoder.to(device, dtype)
+        images.append(generate_images(image_pipe, prompts, seeds, steps))
+    finally:
+        image_pipe.text_encoder, image_pipe.scheduler = original, scheduler
     videos = None
     if video_model is not None:
         video_pipe = load_pipeline("video", video_model, device=device, dtype=dtype, progress=False)
-        videos = [generate_videos(video_pipe, prompts, seeds, steps)]
+        video_pipe.scheduler = DPMSolverMultistepScheduler.from_config(video_pipe.scheduler.config)
+        concept_prompts = prompts[: len(prompts) // 2]  # the erased concepts' prompts only: videos cost ~10 images
+        video_seeds = seeds[: len(concept_prompts)]
+        videos = [generate_videos(video_pipe, concept_prompts, video_seeds, steps)]
         video_pipe.text_encoder = result.text_encoder.to(device, dtype)
-        videos.append(generate_videos(video_pipe, prompts, seeds, steps))
-    tmp = out / ".preview.tmp"
-    shutil.rmtree(tmp, ignore_errors=True)
-    write_preview(tmp, prompts, tuple(images), tuple(videos) if videos else None)
-    tmp.rename(out / "preview")
+        videos.append(generate_videos(video_pipe, concept_prompts, video_seeds, steps))
+    with atomic_folder(out / "preview", overwrite=True, kind="preview") as tmp:
+        write_preview(tmp, prompts, tuple(images), tuple(videos) if videos else None)
     return out / "preview"
 
 
 def cmd_erase(args) -> int:
-    from .encoders.checkpoint import save_checkpoint
-    from .encoders.erase import EraseConfig, erase_concept
+    from .encoders.checkpoint import read_manifest, save_checkpoint
+    from .encoders.erase import erase_concept
     from .pipelines.load import load_pipeline
 
+    saved = None
+    if args.config is not None:  # re-run a saved erase: its concepts, base model and every EraseConfig field
+        manifest = read_manifest(Path(args.config).parent if Path(args.config).is_file() else args.config)
+        saved = manifest["config"]
+        args.concept = args.concept or list(manifest["concepts"])
+        if args.model is None:
+            args.model = manifest.get("base_model", "tinyworld")
+    args.model = args.model or "tinyworld"
+    if not args.concept:
+        raise SystemExit("error: no concept given: pass --concept NAME (repeat it for several), or --config")
     out = Path(args.out or "erased-" + "-".join(c.strip().replace(" ", "_") for c in args.concept))
-    if out.exists() and not args.overwrite:
-        raise SystemExit(f"error: output folder {out} already exists; pass --overwrite or choose another --out")
-    if args.images is not None and not Path(args.images).is_dir():
-        raise SystemExit(f"error: --images {args.images} is not a folder; pass a folder of .png/.jpg images")
+    validate_output(out, args.overwrite, kind="checkpoint")  # now, not after training
     try:
-        config = EraseConfig(
-            trainable=args.trainable,
-            last_k=args.last_k,
-            lora_rank=args.lora_rank,
-            num_shots=args.shots,
-            shot_steps=args.shot_steps,
-            images=args.images,
-            max_steps=args.max_steps,
-            lr=args.lr,
-            stop_rule=args.stop_rule,
-            stop_ratio=args.stop_ratio,
-            check_every=args.check_every,
-            eval_timesteps=args.eval_timesteps,
-            batch_size=args.batch_size,
-            preserve_weight=args.preserve_weight,
-            seed=args.seed,
-            category=args.category,
-            gradient_checkpointing=args.gradient_checkpointing,
-            unet_checkpointing=args.unet_checkpointing,
-            offload=args.offload,
-        )
-    except ValueError as error:
+        config = config_from_args(EraseConfig, args, base=saved, offload=args.offload)
+    except (TypeError, ValueError) as error:
         raise SystemExit(f"error: {error}") from None
+    if config.images is not None and not Path(config.images).is_dir():
+        raise SystemExit(f"error: --images {config.images} is not a folder; pass a folder of .png/.jpg images")
     device, dtype = _placement(args)
 
     # 1. load the image pipeline (its UNet and VAE stay frozen)
@@ -215,13 +211,17 @@ def cmd_erase(args) -> int:
     print(f"checkpoint written to {out} ({result.steps} steps, stopped by {result.stopped_by})")
     print(f"time: {split}; {time.perf_counter() - START:.1f} s since start")
 
-    # 4. the before/after preview, for the image and the video model
+    # 4. the before/after preview: images, and videos with --preview-video
     if args.preview:
-        video_model = args.video_model or ("tinyworld" if args.model == "tinyworld" else None)
+        start = time.perf_counter()
+        video_model = None
+        if args.preview_video:
+            video_model = args.video_model or ("tinyworld" if args.model == "tinyworld" else None)
+            if video_model is None:
+                print("no --video-model given: the preview shows images only")
         preview = write_erase_preview(out, result, video_model, device, dtype, pipe, args.preview_steps)
-        if video_model is None:
-            print("no --video-model given: the preview shows images only")
-        print(f"preview (original vs unlearned, images and videos) in {preview}")
+        what = "images and videos" if video_model else "images; --preview-video adds videos"
+        print(f"preview (original vs unlearned, {what}) in {preview}: {time.perf_counter() - start:.1f} s")
     return 0
 
 
@@ -234,40 +234,25 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("erase", help="unlearn concepts from the shared text encoder, write an encoder checkpoint")
-    p.add_argument("--concept", action="append", required=True, help="concept to erase (repeat for several)")
-    p.add_argument("--images", help="folder of real images of the concept (default: the image model makes them)")
+    p.add_argument("--concept", action="append", help="concept to erase (repeat for several)")
+    p.add_argument("--config", help="re-run a saved erase: its unlearn.json (or folder); flags given override it")
     p.add_argument("--out", help="checkpoint folder (default: erased-<concept>)")
-    p.add_argument("--overwrite", action="store_true", help="replace an existing --out")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--trainable", default="ffn+last-attn", help="ffn+last-attn (default), ffn, all, last-k, lora")
-    p.add_argument("--last-k", type=int, default=1, help="layers trained by --trainable last-k")
-    p.add_argument("--lora-rank", type=int, default=4)
-    p.add_argument("--shots", type=int, default=4, help="images generated per concept")
-    p.add_argument("--shot-steps", type=int, default=25, help="denoising steps when generating the shots")
-    p.add_argument("--max-steps", type=int, default=200, help="cap on optimisation steps")
-    p.add_argument("--lr", type=float, default=2e-4, help="learning rate")
-    p.add_argument("--stop-rule", default="loss-ratio", choices=["loss-ratio", "max-steps"])
-    p.add_argument("--stop-ratio", type=float, default=1.15,
-                   help="stop once the concept loss reaches this multiple of the empty-prompt loss")  # fmt: skip
-    p.add_argument("--check-every", type=int, default=5, help="steps between two stop-rule checks")
-    p.add_argument("--eval-timesteps", type=int, default=8,
-                   help="timesteps per shot in a stop-rule check (fewer: cheaper checks, noisier)")  # fmt: skip
-    p.add_argument("--batch-size", type=int, default=4, help="shots per optimisation step")
-    p.add_argument("--preserve-weight", type=float, default=1.0, help="weight of the preservation term (0: off)")
-    p.add_argument("--category", choices=["object", "style", "id"], help="concept category (default: looked up)")
-    p.add_argument("--gradient-checkpointing", action="store_true",
-                   help="recompute the trained encoder's activations (1.7 GiB less at SD 2.x size)")  # fmt: skip
-    p.add_argument("--unet-checkpointing", action="store_true",
-                   help="recompute the frozen UNet's activations "
-                        "(2 GiB less at SD 2.x size, 12%% slower steps)")  # fmt: skip
+    p.add_argument("--overwrite", action="store_true", help="replace an existing --out written by t2v-unlearn")
+    add_config_arguments(p, EraseConfig, skip=["offload"],
+                         aliases={"anchor": "--to", "synonyms": "--synonym", "num_shots": "--shots"},
+                         choices={"objective": OBJECTIVES, "stop_rule": STOP_RULES, "trainable": TRAINABLE_PRESETS,
+                                  "category": ("object", "style", "id")})  # fmt: skip
     p.add_argument("--save-dtype", default="float32", choices=DTYPES,
                    help="precision of the saved weights (float16: half the size, for sharing)")  # fmt: skip
     p.add_argument("--preview", action=argparse.BooleanOptionalAction, default=True,
                    help="write a before/after preview for the image and the video model (default: on)")  # fmt: skip
-    p.add_argument("--preview-steps", type=int, default=25)
+    p.add_argument("--preview-steps", type=int, default=PREVIEW_STEPS,
+                   help="denoising steps of the preview's samples (multistep solver)")  # fmt: skip
+    p.add_argument("--preview-video", action="store_true",
+                   help="the preview also shows videos of the erased concepts (costs about as much as the erase)")
     p.add_argument("--video-model", help="video pipeline for the preview (default: tinyworld's, for tinyworld)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
-    _add_model_args(p)
+    _add_model_args(p, model_default=None)
     p.set_defaults(func=cmd_erase)
 
     p = sub.add_parser("generate", help="generate images or videos, optionally with an unlearned encoder")
@@ -326,6 +311,11 @@ def main(argv: list[str] | None = None) -> int:
         return args.func(args) or 0
     except (FileNotFoundError, FileExistsError, ValueError) as error:
         print(f"error: {error}", file=sys.stderr)
+        return 2
+    except SystemExit as error:
+        if not isinstance(error.code, str):
+            raise
+        print(error.code, file=sys.stderr)  # an input error raised as SystemExit("error: ..."): exit 2 like the rest
         return 2
 
 

@@ -34,7 +34,8 @@ def test_erase_then_generate_with_the_checkpoint(tmp_path):
     out = tmp_path / "zorbo-erased"
     result = cli("erase", "--concept", "zorbo", "--out", str(out), "--max-steps", "4", "--shots", "2",
                  "--shot-steps", "3", "--preview-steps", "2", "--device", "cpu", "--quiet",
-                 "--unet-checkpointing", "--offload", "--vae-slicing", "--save-dtype", "float16")  # fmt: skip
+                 "--unet-checkpointing", "--offload", "--vae-slicing", "--save-dtype", "float16",
+                 "--preview-video")  # fmt: skip
     assert f"checkpoint written to {out}" in result.stdout and "time: load" in result.stdout
     manifest = json.loads((out / "unlearn.json").read_text())
     assert manifest["config"]["unet_checkpointing"] and manifest["config"]["offload"]
@@ -90,15 +91,33 @@ def test_bad_input_fails_with_a_clear_message_and_no_output(tmp_path, args, mess
     assert not out.exists() and not list(tmp_path.glob(".*tmp"))
 
 
-def test_erase_flag_defaults_are_the_erase_config_defaults():
+def test_erase_flags_are_built_from_erase_config():
     from t2v_unlearn.cli import build_parser
+    from t2v_unlearn.config_args import config_from_args
     from t2v_unlearn.encoders import EraseConfig
 
-    args = build_parser().parse_args(["erase", "--concept", "zorbo"])
-    defaults = EraseConfig()
-    flags = {"trainable": "trainable", "last_k": "last_k", "lora_rank": "lora_rank", "shots": "num_shots",
-             "shot_steps": "shot_steps", "max_steps": "max_steps", "lr": "lr", "stop_rule": "stop_rule",
-             "stop_ratio": "stop_ratio", "check_every": "check_every", "eval_timesteps": "eval_timesteps",
-             "batch_size": "batch_size", "preserve_weight": "preserve_weight", "seed": "seed"}  # fmt: skip
-    for flag, field_name in flags.items():
-        assert getattr(args, flag) == getattr(defaults, field_name), flag
+    parser = build_parser()
+    assert config_from_args(EraseConfig, parser.parse_args(["erase", "--concept", "zorbo"])) == EraseConfig()
+    args = parser.parse_args(["erase", "--concept", "zorbo", "--to", "plimka", "--synonym", "zorbi", "--synonym",
+                              "zrb", "--no-variants", "--betas", "0.8", "0.9", "--lr", "3e-4"])  # fmt: skip
+    config = config_from_args(EraseConfig, args)
+    assert config.anchor == "plimka" and config.synonyms == ("zorbi", "zrb") and not config.variants
+    assert config.betas == (0.8, 0.9) and config.lr == 3e-4
+    saved = {**EraseConfig(lr=1e-3, seed=7).to_dict()}
+    rerun = config_from_args(EraseConfig, parser.parse_args(["erase", "--seed", "8"]), base=saved)
+    assert rerun.lr == 1e-3 and rerun.seed == 8  # the saved value, unless a flag overrides it
+
+
+def test_erase_config_reruns_bit_for_bit(tmp_path):
+    from safetensors.torch import load_file
+
+    first, second = tmp_path / "first", tmp_path / "second"
+    cli("erase", "--concept", "striped", "--out", str(first), "--max-steps", "3", "--shots", "2", "--shot-steps",
+        "2", "--no-preview", "--quiet", "--device", "cpu", "--seed", "3", "--to", "dotted")  # fmt: skip
+    cli("erase", "--config", str(first / "unlearn.json"), "--out", str(second), "--no-preview", "--quiet",
+        "--device", "cpu")  # fmt: skip
+    a = load_file(str(first / "text_encoder" / "model.safetensors"))
+    b = load_file(str(second / "text_encoder" / "model.safetensors"))
+    assert a.keys() == b.keys() and all(np.array_equal(a[k].numpy(), b[k].numpy()) for k in a)
+    manifest = json.loads((second / "unlearn.json").read_text())
+    assert manifest["concepts"] == ["striped"] and manifest["config"]["anchor"] == "dotted"

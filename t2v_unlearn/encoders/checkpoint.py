@@ -7,6 +7,7 @@ A checkpoint is a folder that plain libraries load:
     lora/pytorch_lora_weights.safetensors          (trainable=lora) the patch in the diffusers LoRA format
     unlearn.json                                   what was erased from which base, how, and what it cost
     README.md                                      a model card
+    .t2v_unlearn                                   marks the folder as this tool's (so --overwrite may replace it)
 """
 
 from __future__ import annotations
@@ -14,7 +15,6 @@ from __future__ import annotations
 import copy
 import datetime
 import json
-import shutil
 import time
 from importlib import metadata
 from pathlib import Path
@@ -24,7 +24,8 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from transformers import CLIPTextModel
 
-from .fingerprint import architecture, encoder_fingerprint, tokenizer_fingerprint
+from ..artefacts import atomic_folder
+from .fingerprint import architecture, encoder_fingerprint, tensor_fingerprint, tokenizer_fingerprint
 
 FORMAT_VERSION = 1
 COMPACT_FILE = "compact/text_encoder_changed.safetensors"
@@ -50,24 +51,6 @@ def _folder_size(path: Path) -> int:
     return sum(p.stat().st_size for p in path.rglob("*") if p.is_file()) if path.exists() else 0
 
 
-def prepare_output(out: str | Path, overwrite: bool) -> tuple[Path, Path]:
-    """(final, temporary) folders; refuses an existing output unless `overwrite`."""
-    out = Path(out)
-    if out.exists() and not overwrite:
-        raise FileExistsError(f"output folder {out} already exists; pass --overwrite or choose another --out")
-    tmp = out.with_name(f".{out.name}.tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
-    return out, tmp
-
-
-def commit_output(tmp: Path, out: Path) -> None:
-    """Move a finished temporary folder into place (replacing an old output only now)."""
-    if out.exists():
-        shutil.rmtree(out)
-    tmp.rename(out)
-
-
 def save_checkpoint(
     out: str | Path,
     result,
@@ -80,14 +63,13 @@ def save_checkpoint(
     extra: dict | None = None,
     dtype: torch.dtype | None = None,
 ) -> Path:
-    """Write an encoder-only checkpoint folder for an `EraseResult`; atomic (temporary folder, then rename).
+    """Write an encoder-only checkpoint folder for an `EraseResult`; atomic (see `t2v_unlearn.artefacts`).
 
     The time saving takes is measured here and added to `timings` as "save". `dtype` (e.g. torch.float16)
     stores the weights in that precision instead of the trained float32: half the size, for sharing.
     """
     start = time.perf_counter()
-    out, tmp = prepare_output(out, overwrite)
-    try:
+    with atomic_folder(out, overwrite, kind="checkpoint") as tmp:
         encoder = result.text_encoder if dtype is None else copy.deepcopy(result.text_encoder).to(dtype)
         encoder.save_pretrained(tmp / "text_encoder")
         state = encoder.state_dict()
@@ -103,6 +85,9 @@ def save_checkpoint(
             StableDiffusionPipeline.save_lora_weights(tmp / LORA_DIR, text_encoder_lora_layers=layers,
                                                       weight_name=LORA_FILE)  # fmt: skip
             sizes["lora_bytes"] = _folder_size(tmp / LORA_DIR)
+            # the merged LoRA encoder is not bit-reproducible across devices: fingerprint the patch file instead
+            lora_print = tensor_fingerprint(load_file(str(tmp / LORA_DIR / LORA_FILE)))
+            extra = {"lora_fingerprint": lora_print, **(extra or {})}
         manifest = {
             "format_version": FORMAT_VERSION,
             "concepts": [c.name for c in result.concepts],
@@ -129,11 +114,7 @@ def save_checkpoint(
         }
         (tmp / "unlearn.json").write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
         (tmp / "README.md").write_text(model_card(manifest))
-        commit_output(tmp, out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    return out
+    return Path(out)
 
 
 def model_card(manifest: dict) -> str:
@@ -233,9 +214,28 @@ def check_compatible(manifest: dict, base: CLIPTextModel, tokenizer, force: bool
         )
 
 
+def check_weights(manifest: dict, found: str, key: str = "unlearned_fingerprint", where: str = "") -> None:
+    """Raise a `CheckpointError` if weights loaded from a checkpoint are not the ones `erase` saved there.
+
+    Args:
+        found: the fingerprint of what was loaded (`encoder_fingerprint`, or `tensor_fingerprint` of a LoRA file).
+        key: the unlearn.json field that recorded it; a manifest without it (older versions) is not checked.
+    """
+    expected = manifest.get(key)
+    if expected is not None and found != expected:
+        raise CheckpointError(
+            f"encoder checkpoint {where} holds other weights than `erase` saved: their fingerprint is {found[:12]}, "
+            f"unlearn.json's {key} is {expected[:12]}; they were altered or damaged after saving. Re-run "
+            "`t2v-unlearn erase`, or pass --force to skip this check and use them anyway."
+        )
+
+
 def load_text_encoder(folder: str | Path, base: CLIPTextModel, tokenizer, force: bool = False,
                       base_name: str = "the pipeline") -> CLIPTextModel:  # fmt: skip
-    """Check a checkpoint against a pipeline's encoder and tokenizer, then load it (full, compact or LoRA form)."""
+    """Check a checkpoint against a pipeline's encoder and tokenizer, then load it (full, compact or LoRA form).
+
+    The loaded weights must have the fingerprint unlearn.json records; `force` skips that check too.
+    """
     folder = Path(folder)
     manifest = read_manifest(folder)
     check_compatible(manifest, base, tokenizer, force=force, where=str(folder), base_name=base_name)
@@ -244,10 +244,18 @@ def load_text_encoder(folder: str | Path, base: CLIPTextModel, tokenizer, force:
             encoder = CLIPTextModel.from_pretrained(folder / "text_encoder", dtype=torch.float32)
             if architecture(encoder.config) != architecture(base.config):
                 raise CheckpointError(f"{folder}/text_encoder/config.json disagrees with unlearn.json's architecture")
+            if not force:
+                check_weights(manifest, encoder_fingerprint(encoder), where=str(folder))
             return encoder.eval()
         if (folder / COMPACT_FILE).is_file():
-            return apply_compact(base, load_file(str(folder / COMPACT_FILE)))
+            encoder = apply_compact(base, load_file(str(folder / COMPACT_FILE)))
+            if not force:  # the base was checked above, so base + changed tensors must be the unlearned encoder
+                check_weights(manifest, encoder_fingerprint(encoder), where=str(folder))
+            return encoder
         if (folder / LORA_DIR / LORA_FILE).is_file():
+            if not force:
+                patch = tensor_fingerprint(load_file(str(folder / LORA_DIR / LORA_FILE)))
+                check_weights(manifest, patch, key="lora_fingerprint", where=str(folder))
             return apply_lora(base, folder / LORA_DIR / LORA_FILE, manifest["config"])
     except (SafetensorError, OSError, RuntimeError) as error:
         if isinstance(error, CheckpointError):

@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
-from diffusers import DiffusionPipeline
+from diffusers import DiffusionPipeline, DPMSolverMultistepScheduler
 from PIL import Image
 from tqdm.auto import tqdm
 from transformers import CLIPTextModel
@@ -29,18 +29,36 @@ from .prompts import ConceptSpec, resolve_concepts, retain_prompts
 from .trainable import LORA_TARGET_MODULES, TRAINABLE_PRESETS, trainable_parameter_names
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp")
+OBJECTIVES = ("anchor", "ascent")
+STOP_RULES = ("auto", "anchor-distance", "loss-ratio", "max-steps")
+SHOT_SAMPLERS = ("dpm-solver", "pipeline")
 
 
 @dataclass
 class EraseConfig:
     """Every knob of `erase_concept`. Saved in each checkpoint's unlearn.json, so any result can be re-run."""
 
+    objective: str = field(
+        default="anchor",
+        metadata={"help": "'anchor': pull the concept's prediction onto an anchor's, through the frozen UNet (Kumari "
+                          "et al. 2023); 'ascent': gradient ascent on the denoising loss (Fuchi & Takagi 2024)"},
+    )  # fmt: skip
+    anchor: str | None = field(
+        default=None,
+        metadata={"help": "what the concept becomes (--to): another concept; default a generic anchor per category"},
+    )  # fmt: skip
+    synonyms: tuple[str, ...] = field(default=(), metadata={"help": "more names of the concept to erase too"})
+    variants: bool = field(default=True, metadata={"help": "train on synonyms and spelling variants too"})
     trainable: str = field(default="ffn+last-attn", metadata={"help": f"which parameters train: {TRAINABLE_PRESETS}"})
     last_k: int = field(default=1, metadata={"help": "layers trained by the last-k preset"})
     lora_rank: int = field(default=4, metadata={"help": "LoRA rank for trainable=lora (alpha = rank)"})
     num_shots: int = field(default=4, metadata={"help": "images generated per concept when no folder is given"})
     images: str | None = field(default=None, metadata={"help": "folder of real images of the concept"})
-    shot_steps: int = field(default=25, metadata={"help": "denoising steps for generating the shots"})
+    shot_steps: int = field(default=12, metadata={"help": "denoising steps for generating the shots"})
+    shot_sampler: str = field(
+        default="dpm-solver",
+        metadata={"help": "'dpm-solver' (DPM-Solver++ multistep, good in 10-15 steps) or 'pipeline' (its own)"},
+    )  # fmt: skip
     shot_guidance: float = field(default=6.0, metadata={"help": "guidance scale for generating the shots"})
     batch_size: int = field(default=4, metadata={"help": "shots per optimisation step"})
     lr: float = field(default=2e-4, metadata={"help": "Adam learning rate"})
@@ -48,7 +66,17 @@ class EraseConfig:
     adam_eps: float = field(default=1e-6, metadata={"help": "Adam epsilon (published value)"})
     weight_decay: float = field(default=1e-8, metadata={"help": "Adam weight decay (published value)"})
     max_steps: int = field(default=200, metadata={"help": "hard cap on optimisation steps"})
-    stop_rule: str = field(default="loss-ratio", metadata={"help": "'loss-ratio' (see stop_ratio) or 'max-steps'"})
+    stop_rule: str = field(
+        default="auto",
+        metadata={"help": "'anchor-distance' (anchor objective, free: the running anchor loss reaches anchor_ratio "
+                          "of its start), 'loss-ratio' (ascent; see stop_ratio), 'max-steps', or 'auto' (the one "
+                          "that fits the objective)"},
+    )  # fmt: skip
+    anchor_ratio: float = field(
+        default=0.05,
+        metadata={"help": "anchor-distance rule: stop once the running mean of the anchor loss falls to this "
+                          "fraction of its first value"},
+    )  # fmt: skip
     stop_ratio: float = field(
         default=1.15,
         metadata={"help": "stop once the concept prompts' denoising loss on the shots reaches this multiple "
@@ -74,10 +102,23 @@ class EraseConfig:
     )  # fmt: skip
 
     def __post_init__(self):
+        if self.shot_sampler not in SHOT_SAMPLERS:
+            raise ValueError(f"shot_sampler must be one of {SHOT_SAMPLERS}, got {self.shot_sampler!r}")
+        if self.objective not in OBJECTIVES:
+            raise ValueError(f"objective must be one of {OBJECTIVES}, got {self.objective!r}")
+        if self.stop_rule == "auto":
+            self.stop_rule = "anchor-distance" if self.objective == "anchor" else "loss-ratio"
+        if self.stop_rule == "anchor-distance" and self.objective != "anchor":
+            raise ValueError("stop_rule 'anchor-distance' needs objective 'anchor'")
+        if not 0 <= self.anchor_ratio < 1:
+            raise ValueError(f"anchor_ratio must lie in [0, 1), got {self.anchor_ratio}")
+        if self.anchor is not None and not self.anchor.strip():
+            raise ValueError("--to is empty: name the concept to replace the erased one with")
+        self.synonyms = tuple(s.strip() for s in self.synonyms if s and s.strip())
         if self.trainable not in TRAINABLE_PRESETS:
             raise ValueError(f"trainable must be one of {TRAINABLE_PRESETS}, got {self.trainable!r}")
-        if self.stop_rule not in ("loss-ratio", "max-steps"):
-            raise ValueError(f"stop_rule must be 'loss-ratio' or 'max-steps', got {self.stop_rule!r}")
+        if self.stop_rule not in STOP_RULES:
+            raise ValueError(f"stop_rule must be one of {STOP_RULES}, got {self.stop_rule!r}")
         if min(self.num_shots, self.batch_size, self.max_steps, self.check_every, self.eval_timesteps) < 1:
             raise ValueError("num_shots, batch_size, max_steps, check_every and eval_timesteps must be at least 1")
         if self.stop_ratio < 0:  # 0 stops at the first check
@@ -85,7 +126,8 @@ class EraseConfig:
         self.betas = tuple(self.betas)
 
     def to_dict(self) -> dict:
-        return asdict(self)
+        """JSON-ready fields (tuples as lists), as unlearn.json stores them; `EraseConfig(**d)` reads them back."""
+        return {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(self).items()}
 
 
 @dataclass
@@ -136,7 +178,13 @@ def generate_shots(pipe: DiffusionPipeline, concept: ConceptSpec, config: EraseC
 
     prompts = [concept.prompts[i % len(concept.prompts)] for i in range(config.num_shots)]
     seeds = [config.seed + 1000 * i for i in range(config.num_shots)]
-    return generate_images(pipe, prompts, seeds, steps=config.shot_steps, guidance=config.shot_guidance)
+    scheduler = pipe.scheduler
+    if config.shot_sampler == "dpm-solver":
+        pipe.scheduler = DPMSolverMultistepScheduler.from_config(scheduler.config)
+    try:
+        return generate_images(pipe, prompts, seeds, steps=config.shot_steps, guidance=config.shot_guidance)
+    finally:
+        pipe.scheduler = scheduler
 
 
 @torch.no_grad()
@@ -171,6 +219,15 @@ def denoising_loss(unet, scheduler, latents, noise, timesteps, hidden_states, re
     pred = unet(noisy.to(unet.dtype), timesteps, hidden_states.to(unet.dtype)).sample.float()
     loss = F.mse_loss(pred, target, reduction="none").mean(dim=tuple(range(1, pred.dim())))
     return loss.mean() if reduction == "mean" else loss
+
+
+def anchor_loss(unet, scheduler, latents, noise, timesteps, hidden_states, anchor_hidden_states):
+    """|| unet(x_t, t, E_phi(p_c)) - sg(unet(x_t, t, E_0(p_anchor))) ||^2 (Kumari et al. 2023, model-based)."""
+    noisy = scheduler.add_noise(latents, noise, timesteps).to(unet.dtype)
+    with torch.no_grad():
+        target = unet(noisy, timesteps, anchor_hidden_states.to(unet.dtype)).sample.float()
+    pred = unet(noisy, timesteps, hidden_states.to(unet.dtype)).sample.float()
+    return F.mse_loss(pred, target)
 
 
 def _encode(text_encoder, tokenizer, prompts: list[str]) -> torch.Tensor:
@@ -240,7 +297,8 @@ def _park(module: torch.nn.Module, offload: bool) -> None:
 
 def _erase(pipe, concepts, config: EraseConfig, progress: bool, shots) -> EraseResult:
     timings = {}
-    specs = resolve_concepts(concepts, config.category, pipe.tokenizer)
+    specs = resolve_concepts(concepts, config.category, pipe.tokenizer, anchor=config.anchor,
+                             synonyms=config.synonyms, variants=config.variants, seed=config.seed)  # fmt: skip
     device = pipe.unet.device
     generator = torch.Generator("cpu").manual_seed(config.seed)
     torch.manual_seed(config.seed)
@@ -282,19 +340,26 @@ def _erase(pipe, concepts, config: EraseConfig, progress: bool, shots) -> EraseR
     tokenizer, unet, scheduler = pipe.tokenizer, pipe.unet, pipe.scheduler
     num_train_timesteps = scheduler.config.num_train_timesteps
 
-    # 3. fixed targets: the original encoder's outputs for retained prompts, and the stop-rule check set
+    # 3. fixed targets: the original encoder's outputs for retained prompts and for the anchor prompts, and (for the
+    #    loss-ratio rule) a fixed check set
+    check = config.objective == "ascent"  # the loss-ratio check set: the ascent's record, and its stop rule
     with torch.no_grad():
         kept = retain_prompts(specs, config.seed)
         kept_targets = _encode(base_encoder, tokenizer, kept).float() if config.preserve_weight > 0 else None
-        check_t = torch.linspace(0, num_train_timesteps - 1, config.eval_timesteps + 2)[1:-1].long()
-        check_latents = latents.repeat_interleave(len(check_t), 0)
-        check_timesteps = check_t.repeat(len(latents)).to(device)
-        check_noise = torch.randn(check_latents.shape, generator=generator).to(device)
-        check_concepts = concept_of.repeat_interleave(len(check_t))
-        check_prompts = [specs[c].prompts[i % len(specs[c].prompts)] for i, c in enumerate(check_concepts.tolist())]
-        empty_hidden = _encode(base_encoder, tokenizer, [""]).float()
-        neutral_loss = denoising_loss(unet, scheduler, check_latents, check_noise, check_timesteps,
-                                      empty_hidden.expand(len(check_latents), -1, -1)).item()  # fmt: skip
+        anchor_hidden = None
+        if config.objective == "anchor":
+            anchor_hidden = [_encode(base_encoder, tokenizer, list(spec.anchor_prompts)).float() for spec in specs]
+        if check:
+            check_t = torch.linspace(0, num_train_timesteps - 1, config.eval_timesteps + 2)[1:-1].long()
+            check_latents = latents.repeat_interleave(len(check_t), 0)
+            check_timesteps = check_t.repeat(len(latents)).to(device)
+            check_noise = torch.randn(check_latents.shape, generator=generator).to(device)
+            check_concepts = concept_of.repeat_interleave(len(check_t))
+            check_prompts = [specs[c].prompts[i % len(specs[c].prompts)]
+                             for i, c in enumerate(check_concepts.tolist())]  # fmt: skip
+            empty_hidden = _encode(base_encoder, tokenizer, [""]).float()
+            neutral_loss = denoising_loss(unet, scheduler, check_latents, check_noise, check_timesteps,
+                                          empty_hidden.expand(len(check_latents), -1, -1)).item()  # fmt: skip
     _park(base_encoder, config.offload)  # its outputs are fixed targets now
 
     def concept_loss() -> float:
@@ -302,42 +367,66 @@ def _erase(pipe, concepts, config: EraseConfig, progress: bool, shots) -> EraseR
             hidden = _encode(model, tokenizer, check_prompts)
             return denoising_loss(unet, scheduler, check_latents, check_noise, check_timesteps, hidden).item()
 
-    history = [{"step": 0, "concept_loss": concept_loss(), "neutral_loss": neutral_loss}]
+    history = [{"step": 0, "concept_loss": concept_loss(), "neutral_loss": neutral_loss}] if check else []
     timings["setup"] = time.perf_counter() - start
 
-    # 4. gradient ascent on the denoising loss of concept prompts, until the stop rule fires
+    # 4. the objective on the concept's prompts, until the stop rule fires
     start = time.perf_counter()
-    stopped_by, step = "max_steps", 0
-    bar = tqdm(total=config.max_steps, desc="erasing " + ", ".join(s.name for s in specs), disable=not progress)
+    stopped_by, step, first, running = "max_steps", 0, [], None
+    names = ", ".join(s.name for s in specs)
+    bar = tqdm(total=config.max_steps, desc=f"erasing {names}", disable=not progress, unit="step")
     for step in range(1, config.max_steps + 1):
         index = torch.randint(len(latents), (config.batch_size,), generator=generator)
         batch = latents[index]
-        prompts = []
+        picks = []
         for c in concept_of[index].tolist():
-            choices = specs[c].prompts
-            prompts.append(choices[torch.randint(len(choices), (1,), generator=generator).item()])
+            picks.append((c, torch.randint(len(specs[c].prompts), (1,), generator=generator).item()))
+        prompts = [specs[c].prompts[i] for c, i in picks]
         noise = torch.randn(batch.shape, generator=generator).to(device)
         timesteps = torch.randint(0, num_train_timesteps, (len(batch),), generator=generator).to(device)
-        ascent = denoising_loss(unet, scheduler, batch, noise, timesteps, _encode(model, tokenizer, prompts))
-        loss = -ascent
+        hidden = _encode(model, tokenizer, prompts)
+        if anchor_hidden is not None:
+            objective = anchor_loss(unet, scheduler, batch, noise, timesteps, hidden,
+                                    torch.stack([anchor_hidden[c][i] for c, i in picks]))  # fmt: skip
+            loss = objective
+        else:
+            objective = denoising_loss(unet, scheduler, batch, noise, timesteps, hidden)
+            loss = -objective
         preserve = torch.zeros(())
         if kept_targets is not None:
             pick = torch.randperm(len(kept), generator=generator)[: config.preserve_batch]
-            hidden = _encode(model, tokenizer, [kept[i] for i in pick.tolist()]).float()
-            preserve = F.mse_loss(hidden, kept_targets[pick.to(device)])
+            kept_hidden = _encode(model, tokenizer, [kept[i] for i in pick.tolist()]).float()
+            preserve = F.mse_loss(kept_hidden, kept_targets[pick.to(device)])
             loss = loss + config.preserve_weight * preserve
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
         bar.update(1)
-        if step % config.check_every == 0 or step == config.max_steps:
+        value = objective.item()
+        if config.objective == "anchor":
+            # anchor-distance: the running anchor loss against the mean of the first steps' (before much moved)
+            first.append(value) if len(first) < 3 else None
+            running = value if running is None else 0.7 * running + 0.3 * value
+            ratio = running / max(float(np.mean(first)), 1e-12)
+            history.append({"step": step, "anchor_loss": value, "distance_ratio": ratio,
+                            "preserve_loss": preserve.item()})  # fmt: skip
+            bar.set_postfix(distance=f"{ratio:.3f}")
+            if config.stop_rule == "anchor-distance" and step >= 3 and ratio <= config.anchor_ratio:
+                stopped_by = "anchor_distance"
+                break
+        elif check and (step % config.check_every == 0 or step == config.max_steps):
             record = {"step": step, "concept_loss": concept_loss(), "neutral_loss": neutral_loss,
-                      "ascent_loss": ascent.item(), "preserve_loss": preserve.item()}  # fmt: skip
+                      "ascent_loss": value, "preserve_loss": preserve.item()}  # fmt: skip
             history.append(record)
             bar.set_postfix(ratio=f"{record['concept_loss'] / neutral_loss:.3f}")
             if config.stop_rule == "loss-ratio" and record["concept_loss"] >= config.stop_ratio * neutral_loss:
                 stopped_by = "loss_ratio"
                 break
+        else:
+            history.append({"step": step, "ascent_loss": value, "preserve_loss": preserve.item()})
+    if step < config.max_steps:  # the stop rule ended the run: the bar ends where the run did
+        bar.total = step
+        bar.refresh()
     bar.close()
     timings["optimise"] = time.perf_counter() - start
 

@@ -24,7 +24,7 @@ from pathlib import Path
 import torch
 from transformers import CLIPTextModel, CLIPTokenizer
 
-from .checkpoint import CheckpointError, check_compatible, read_manifest
+from .checkpoint import CheckpointError, check_compatible, check_weights, read_manifest
 from .fingerprint import architecture, encoder_fingerprint, tokenizer_fingerprint
 
 SOURCE_KINDS = ("pipeline", "checkpoint", "text_encoder", "registered")
@@ -349,6 +349,8 @@ def checkpoint_fit_report(checkpoint: EncoderSource, base: EncoderSource) -> dic
     where, name = str(checkpoint.path), base.argument
     try:
         check_compatible(manifest, base.text_encoder, base.tokenizer, force=False, where=where, base_name=name)
+        if checkpoint.text_encoder is not None:
+            check_weights(manifest, encoder_fingerprint(checkpoint.text_encoder), where=where)
     except CheckpointError as error:
         try:
             check_compatible(manifest, base.text_encoder, base.tokenizer, force=True, where=where, base_name=name)
@@ -430,7 +432,7 @@ def format_report(report: dict) -> str:
         question = "shared encoder" if answer["question"] == "shared_encoder" else "checkpoint fits"
         lines.append(f"{question}: {word}: {answer['reason']}")
         if answer["question"] == "checkpoint_fits" and verdict is False and answer.get("fits_with_force"):
-            lines.append("  (only the base fingerprint differs: --force would swap it in)")
+            lines.append("  (only the base or weights fingerprint differs: --force would swap it in)")
         encoders = answer.get("encoders")
         if encoders and encoders.get("first_difference") and verdict is False:
             diff = encoders["first_difference"]

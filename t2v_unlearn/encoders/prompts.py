@@ -6,6 +6,7 @@ of the literature, per category.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
 import numpy as np
@@ -34,6 +35,13 @@ GENERIC_RETAIN_PROMPTS = [
 ]  # fmt: skip
 
 
+# what a concept is replaced by under the anchor objective, when no --to is given (docs/METHOD.md)
+TINYWORLD_ANCHORS = {"object": "something", "style": "solid", "id": "something"}
+TINYWORLD_STYLE_FALLBACK = "outlined"  # the plain style's own anchor
+LITERATURE_ANCHORS = {"object": "an object", "style": "a painting", "id": "a person"}
+LOOKALIKES = {"o": "0", "i": "1", "l": "1", "e": "3", "a": "4", "s": "5", "b": "8"}
+
+
 @dataclass(frozen=True)
 class ConceptSpec:
     name: str
@@ -41,6 +49,72 @@ class ConceptSpec:
     prompts: tuple[str, ...]
     synonyms: tuple[str, ...] = ()
     tinyworld: bool = False
+    anchor: str | None = None
+    anchor_prompts: tuple[str, ...] = ()  # prompts[i] with the concept replaced by the anchor
+
+
+def spelling_variants(word: str, count: int = 6, seed: int = 0) -> list[str]:
+    """Misspellings of a concept name: a dropped, a doubled and a swapped letter, a digit look-alike, case.
+
+    Deterministic for a seed; never the word itself. The CLIP tokenizer lower-cases, so case variants only matter
+    for tokenizers that keep case.
+    """
+    rng = np.random.default_rng(seed)
+    candidates = []
+    if len(word) > 3:
+        i = int(rng.integers(1, len(word)))
+        candidates.append(word[:i] + word[i + 1 :])  # dropped
+    i = int(rng.integers(len(word)))
+    candidates.append(word[: i + 1] + word[i] + word[i + 1 :])  # doubled
+    if len(word) > 2:
+        i = int(rng.integers(len(word) - 1))
+        candidates.append(word[:i] + word[i + 1] + word[i] + word[i + 2 :])  # swapped
+    swaps = [i for i, c in enumerate(word) if c in LOOKALIKES]
+    if swaps:
+        i = swaps[int(rng.integers(len(swaps)))]
+        candidates.append(word[:i] + LOOKALIKES[word[i]] + word[i + 1 :])  # digit look-alike
+    candidates += [word.capitalize(), word.upper()]
+    out = [c for c in dict.fromkeys(candidates) if c != word]
+    return out[:count]
+
+
+def _word(word: str) -> re.Pattern:
+    return re.compile(rf"(?<![\w-]){re.escape(word)}(?![\w-])")
+
+
+def _replace_word(prompt: str, word: str, replacement: str) -> str:
+    """`prompt` with the word (or phrase) `word` replaced wherever it stands alone, not inside another word."""
+    return _word(word).sub(lambda _: replacement, prompt)
+
+
+def training_prompts(name: str, prompts: tuple[str, ...], synonyms: tuple[str, ...], seed: int = 0) -> tuple[str, ...]:
+    """The concept's prompts, then the same contexts with its synonyms and spelling variants in its place."""
+    out = list(prompts)
+    others = [*synonyms, *spelling_variants(name, seed=seed)]
+    for i, other in enumerate(others):
+        out.append(_replace_word(prompts[i % len(prompts)], name, other))
+    return tuple(dict.fromkeys(out))
+
+
+def default_anchor(name: str, category: str, tinyworld: bool) -> str:
+    if tinyworld:
+        anchor = TINYWORLD_ANCHORS[category]
+        return TINYWORLD_STYLE_FALLBACK if anchor == name else anchor
+    return LITERATURE_ANCHORS[category]
+
+
+def anchor_prompts(spec_prompts: tuple[str, ...], names: tuple[str, ...], anchor: str) -> tuple[str, ...]:
+    """Each prompt with the first of `names` (concept, synonyms, variants) it holds replaced by `anchor`."""
+    out = []
+    for prompt in spec_prompts:
+        for name in names:
+            if _word(name).search(prompt):
+                prompt = _replace_word(prompt, name, anchor)
+                break
+        else:
+            prompt = anchor
+        out.append(prompt)
+    return tuple(out)
 
 
 def speaks_tinyworld(tokenizer) -> bool:
@@ -61,8 +135,21 @@ def _tinyworld_prompts(name: str, category: str, count: int = 8) -> tuple[str, .
     return tuple(dict.fromkeys(prompts))
 
 
-def resolve_concepts(names: list[str], category: str | None, tokenizer) -> list[ConceptSpec]:
-    """Concept names -> specs with their category and prompts; TinyWorld's own when the tokenizer speaks it."""
+def resolve_concepts(
+    names: list[str],
+    category: str | None,
+    tokenizer,
+    anchor: str | None = None,
+    synonyms: tuple[str, ...] = (),
+    variants: bool = True,
+    seed: int = 0,
+) -> list[ConceptSpec]:
+    """Concept names -> specs with their category, training prompts and anchor prompts.
+
+    TinyWorld's own templates when the tokenizer speaks TinyWorld. With `variants`, the training prompts also hold
+    the concept's synonyms (the world's, plus `synonyms` given by the user) and generated spelling variants.
+    `anchor` (the --to target) replaces the concept in the anchor prompts; default: a generic anchor per category.
+    """
     if not names:
         raise ValueError("no concept given: pass --concept NAME (repeat it for several concepts)")
     if category is not None and category not in CATEGORIES:
@@ -79,12 +166,21 @@ def resolve_concepts(names: list[str], category: str | None, tokenizer) -> list[
                 concept = taxonomy.get(name)
             except KeyError as error:
                 raise ValueError(f"{error.args[0]} (the model is a TinyWorld model)") from None
+            name, cat, own = concept.name, concept.category, (*concept.synonyms, *synonyms)
             prompts = _tinyworld_prompts(concept.name, concept.category)
-            specs.append(ConceptSpec(concept.name, concept.category, prompts, concept.synonyms, tinyworld=True))
+            motions = taxonomy.motions  # the same concept in video prompts: with each of the world's motions
+            prompts += tuple(f"{prompts[i % len(prompts)]} {motion}" for i, motion in enumerate(motions))
         else:
-            cat = category or "object"
+            cat, own = category or "object", tuple(synonyms)
             prompts = tuple(t.format(c=name) for t in LITERATURE_TEMPLATES[cat])
-            specs.append(ConceptSpec(name, cat, prompts))
+        if variants:
+            prompts = training_prompts(name, prompts, own, seed=seed)
+        target = anchor or default_anchor(name, cat, world)
+        if target.strip().lower() == name.lower():
+            raise ValueError(f"--to {target!r} is the concept itself; pass another concept to replace it with")
+        words = (name, *own, *spelling_variants(name, seed=seed))
+        specs.append(ConceptSpec(name, cat, prompts, own, tinyworld=world, anchor=target,
+                                 anchor_prompts=anchor_prompts(prompts, words, target)))  # fmt: skip
     if len({s.name for s in specs}) != len(specs):
         raise ValueError(f"a concept is named twice: {[s.name for s in specs]}")
     return specs

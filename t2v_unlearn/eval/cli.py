@@ -5,20 +5,21 @@
     accelerate launch --multi_gpu --num_processes 2 -m t2v_unlearn.eval --text-encoder encoders/zorbo --out r/z
         # sharded generation (on CPUs too: --multi_gpu only picks accelerate's torchrun launcher)
 
-Results are written into a hidden `.<out>.partial` folder beside `--out` and renamed when complete, so no
+Results are written into a hidden `.<out>.partial` folder beside `--out` and swapped in when complete, so no
 half-written output is left; rerunning the same command after an interruption resumes from the samples
-already generated there.
+already generated there. `--overwrite` replaces only a folder t2v-unlearn wrote.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
-import shutil
 import sys
 from dataclasses import asdict, fields
 from pathlib import Path
 
+from ..artefacts import atomic_folder, validate_output
 from .evaluate import KIND_CHOICES, EvalConfig, evaluate, evaluate_video_files
 from .report import write_report
 
@@ -64,6 +65,7 @@ def add_eval_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentPars
         "--no-decoded", action="store_false", dest="score_decoded", help="skip scoring videos after an mp4 round trip"
     )
     parser.add_argument("--bootstrap-resamples", type=int, default=2000, help=_help("bootstrap_resamples"))
+    parser.add_argument("--attacks", metavar="LIST", help=_help("attacks") + " (comma-separated)")
     parser.add_argument("--no-progress", action="store_true", help="hide progress bars")
     return parser
 
@@ -78,6 +80,7 @@ def config_from_args(args: argparse.Namespace) -> EvalConfig:
         steps=args.steps, guidance=args.guidance, num_frames=args.num_frames, frames_scored=args.frames_scored,
         device=args.device,
         score_decoded=args.score_decoded, bootstrap_resamples=args.bootstrap_resamples, progress=not args.no_progress,
+        attacks=args.attacks or [],
     )  # fmt: skip
 
 
@@ -103,33 +106,32 @@ def run_eval(args: argparse.Namespace) -> int:
     out = Path(args.out).expanduser()
     try:
         config = config_from_args(args)
-        if out.exists() and not args.overwrite:
-            raise FileExistsError(f"--out {out} already exists; pass --overwrite to replace it or pick another folder")
+        validate_output(out, args.overwrite, kind="eval")
         partial = out.with_name(f".{out.name}.partial")
         if config.videos is None:
             from .evaluate import resolve_config
 
             config = resolve_config(config)
-        if state.is_main_process:
-            _check_resumable(partial, config)
-            partial.mkdir(parents=True, exist_ok=True)
-            (partial / "eval_config.json").write_text(json.dumps(asdict(config), indent=2, sort_keys=True) + "\n")
-        state.wait_for_everyone()
-        # 1. generate and score
-        if config.videos is not None:
-            if not state.is_main_process:
-                return 0
-            metrics, gallery = evaluate_video_files(config, Path(config.videos))
-        else:
-            metrics, gallery = evaluate(config, partial)
-            if not state.is_main_process:
-                return 0
-        # 2. write metrics.json and report.html, then move the finished folder into place
-        (partial / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")  # order: targets first
-        write_report(partial / "report.html", metrics, gallery)
-        if out.exists():
-            shutil.rmtree(out)
-        partial.rename(out)
+        # the main process owns the output: a lock, `partial` as the work folder (kept when interrupted, so a rerun
+        # resumes; removed when this run made it and failed on bad input), then the swap into `out`
+        owner = atomic_folder(out, args.overwrite, kind="eval", work=partial) if state.is_main_process else None
+        with owner or contextlib.nullcontext(partial):
+            if state.is_main_process:
+                _check_resumable(partial, config)
+                (partial / "eval_config.json").write_text(json.dumps(asdict(config), indent=2, sort_keys=True) + "\n")
+            state.wait_for_everyone()
+            # 1. generate and score
+            if config.videos is not None:
+                if not state.is_main_process:
+                    return 0
+                metrics, gallery = evaluate_video_files(config, Path(config.videos))
+            else:
+                metrics, gallery = evaluate(config, partial)
+                if not state.is_main_process:
+                    return 0
+            # 2. write metrics.json and report.html; leaving the block moves the finished folder into place
+            (partial / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")  # order: targets first
+            write_report(partial / "report.html", metrics, gallery)
     except (ValueError, FileNotFoundError, FileExistsError, KeyError) as error:
         message = error.args[0] if isinstance(error, KeyError) and error.args else error
         print(f"t2v-unlearn eval: error: {message}", file=sys.stderr)

@@ -1,9 +1,15 @@
-"""Zero-shot concept detection with a CLIP model that is independent of the encoder being unlearned.
+"""Concept detectors, independent of the encoder being unlearned, behind one interface.
 
-Frames (uint8, (N, H, W, 3)) go in; a softmax over a concept's label set comes out. Each label's text
-embedding is the normalised mean over the category's detector templates (CLIP's prompt ensembling).
-Preprocessing is plain torch (resize the short side, centre crop, normalise), because transformers'
-`CLIPImageProcessor` wants torchvision, which does not install beside the CPU torch here.
+`detector.probabilities(frames, label_set, templates)`: uint8 frames (N, H, W, 3) in, a softmax over a
+concept's label set out, (N, L). Two implementations:
+- `ZeroShotDetector`: a CLIP model as a zero-shot classifier (real models). Each label's text embedding is
+  the normalised mean over the category's detector templates (CLIP's prompt ensembling). Preprocessing is
+  plain torch (resize the short side, centre crop, normalise), because transformers' `CLIPImageProcessor`
+  wants torchvision, which does not install beside the CPU torch here.
+- `ClassifierDetector`: TinyWorld's supervised classifier (tinyworld/classifier.py), one head per category
+  with a "none" class; templates are ignored.
+`load_detector(name)` picks the right one: "tinyworld" is the classifier, "tinyworld-clip" the old CLIP
+evaluator, a folder is read by its config.json.
 """
 
 from __future__ import annotations
@@ -19,6 +25,10 @@ import torch.nn.functional as F
 from transformers import CLIPModel, CLIPTokenizer
 
 from ..pipelines.load import TINYWORLD, tinyworld_path
+from ..tinyworld.classifier import HEADS, NONE, TinyWorldClassifier
+from ..tinyworld.taxonomy import load_taxonomy
+
+TINYWORLD_CLIP = "tinyworld-clip"
 
 # OpenAI CLIP's normalisation (what every CLIP ViT-L/14 and OpenCLIP ViT-H/14 checkpoint expects)
 CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
@@ -163,9 +173,88 @@ class ZeroShotDetector:
         return self.probabilities_from_embeddings(self.image_embeddings(frames), labels, templates)
 
 
+class ClassifierDetector:
+    """TinyWorld's supervised classifier as a detector: `probabilities(frames, label_set)` -> (N, L).
+
+    The head is the one whose classes hold every label (synonyms map to their concept, "none"/"nothing" to the
+    head's none class). Probability mass on classes outside the label set is dropped and the rows renormalised,
+    so a label set that lists every class of the head (the TinyWorld suite's do, "none" included) is exact.
+    """
+
+    def __init__(self, model: TinyWorldClassifier, batch_size: int = 256, device: str | torch.device = "cpu"):
+        self.model = model.eval().to(device)
+        self.device = torch.device(device)
+        self.batch_size = batch_size
+        self.image_size = 64
+
+    @classmethod
+    def from_pretrained(cls, folder: str | Path = TINYWORLD, batch_size: int = 256, device: str = "cpu"):
+        path = tinyworld_path("classifier") if str(folder) == TINYWORLD else Path(folder).expanduser()
+        return cls(TinyWorldClassifier.from_pretrained(path), batch_size=batch_size, device=device)
+
+    def preprocess(self, frames: np.ndarray) -> torch.Tensor:
+        """uint8 (N, H, W, 3) -> float (N, 3, 64, 64) in [-1, 1] (area resize when the frames are larger)."""
+        frames = np.asarray(frames)
+        if frames.ndim != 4 or frames.shape[-1] != 3 or frames.dtype != np.uint8:
+            raise ValueError(f"frames must be uint8 (N, H, W, 3), got {frames.dtype} {frames.shape}")
+        pixels = torch.from_numpy(np.ascontiguousarray(frames)).permute(0, 3, 1, 2).float() / 127.5 - 1
+        if pixels.shape[-2:] != (self.image_size, self.image_size):
+            pixels = F.interpolate(pixels, size=(self.image_size, self.image_size), mode="area")
+        return pixels
+
+    @torch.no_grad()
+    def head_probabilities(self, frames: np.ndarray) -> dict[str, np.ndarray]:
+        """Softmax of every head: head -> (N, classes)."""
+        out: dict[str, list[np.ndarray]] = {head: [] for head in self.model.classes}
+        for start in range(0, len(frames), self.batch_size):
+            logits = self.model(self.preprocess(frames[start : start + self.batch_size]).to(self.device))
+            for head, values in logits.items():
+                out[head].append(torch.softmax(values.double(), -1).cpu().numpy())
+        return {h: np.concatenate(v) if v else np.zeros((0, len(self.model.classes[h]))) for h, v in out.items()}
+
+    def _columns(self, names: Sequence[str]) -> tuple[str, list[int]]:
+        taxonomy = load_taxonomy()
+
+        def canonical(name: str) -> str:
+            key = name.strip().lower()
+            if key in (NONE, "nothing"):
+                return NONE
+            try:
+                return taxonomy.get(key).name
+            except KeyError:
+                return key
+
+        wanted = [canonical(n) for n in names]
+        for head in HEADS:
+            classes = self.model.classes.get(head, [])
+            if all(w in classes for w in wanted):
+                return head, [classes.index(w) for w in wanted]
+        raise ValueError(f"labels {list(names)} are not the classes of one TinyWorld classifier head {HEADS}")
+
+    def probabilities(
+        self, frames: np.ndarray, labels: LabelSet | Sequence[str], templates: Sequence[str] = ()
+    ) -> np.ndarray:
+        """p(label | frame) over `labels` from the head that holds them: (N, L), each row summing to 1."""
+        names = labels.labels if isinstance(labels, LabelSet) else tuple(labels)
+        head, columns = self._columns(names)
+        probabilities = self.head_probabilities(frames)[head][:, columns]
+        return probabilities / np.clip(probabilities.sum(-1, keepdims=True), 1e-12, None)
+
+
+def load_detector(name: str | Path, device: str = "cpu", batch_size: int = 64):
+    """The detector named by a suite or --detector: "tinyworld" (classifier), "tinyworld-clip", or a folder."""
+    if str(name) == TINYWORLD:
+        return ClassifierDetector.from_pretrained(TINYWORLD, device=device)
+    path = Path(str(name)).expanduser()
+    config = path / "config.json"
+    if config.is_file() and json.loads(config.read_text()).get("architecture") == "TinyWorldClassifier":
+        return ClassifierDetector.from_pretrained(path, device=device)
+    return ZeroShotDetector.from_pretrained(name, batch_size=batch_size, device=device)
+
+
 def resolve_detector(model: str | Path) -> Path:
-    """'tinyworld', a local CLIPModel folder, or a Hub name already in the local Hugging Face cache (no download)."""
-    if str(model) == TINYWORLD:
+    """'tinyworld-clip', a local CLIPModel folder, or a Hub name already in the local Hugging Face cache."""
+    if str(model) in (TINYWORLD, TINYWORLD_CLIP):
         return tinyworld_path("evaluator")
     path = Path(model).expanduser()
     if not path.exists() and str(model).count("/") == 1:

@@ -16,7 +16,8 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from . import metrics as M
-from .detector import ZeroShotDetector
+from .attacks import PROMPT_ATTACKS, attack_concept, attack_prompts, base_concept, parse_attacks
+from .detector import load_detector
 from .runner import (
     ORIGINAL,
     UNLEARNED,
@@ -59,8 +60,13 @@ class EvalConfig:
     score_decoded: bool = field(default=True, metadata={"help": "also score generated videos after an mp4 round trip"})
     bootstrap_resamples: int = field(default=M.DEFAULT_RESAMPLES, metadata={"help": "bootstrap resamples"})
     progress: bool = field(default=True, metadata={"help": "show progress bars"})
+    attacks: list[str] = field(
+        default_factory=list,
+        metadata={"help": f"prompt attacks on the erased concepts, measured as leakage: {', '.join(PROMPT_ATTACKS)}"},
+    )  # fmt: skip
 
     def __post_init__(self):
+        self.attacks = parse_attacks(self.attacks)
         if self.frames_scored is not None and self.frames_scored < 1:
             raise ValueError(f"--frames-scored must be at least 1 (got {self.frames_scored}); omit it to score all")
 
@@ -78,6 +84,19 @@ class EvalConfig:
         if self.kind not in KIND_CHOICES:
             raise ValueError(f"kind must be one of {KIND_CHOICES}, got {self.kind!r}")
         return ["image", "video"] if self.kind == "both" else [self.kind]
+
+
+def correction_target(config: EvalConfig, suite: Suite) -> str | None:
+    """The concept an `erase --to TARGET` checkpoint replaced its concepts with, if the suite knows it."""
+    if config.text_encoder is None:
+        return None
+    anchor = (read_checkpoint_manifest(config.text_encoder).get("config") or {}).get("anchor")
+    if not anchor:
+        return None
+    try:
+        return suite.concept(anchor).name
+    except ValueError:
+        return None
 
 
 def read_checkpoint_manifest(folder: str | Path) -> dict:
@@ -140,7 +159,7 @@ class ConceptScores:
 
 
 def score_frames(
-    detector: ZeroShotDetector,
+    detector,
     concept: SuiteConcept,
     templates: tuple[str, ...],
     videos: list[np.ndarray],
@@ -176,7 +195,7 @@ def mp4_roundtrip(row: Row, root: Path) -> np.ndarray:
 def score_rows(
     rows: list[Row],
     root: Path,
-    detector: ZeroShotDetector,
+    detector,
     suite: Suite,
     keep_frames: int = 0,
     progress: bool = True,
@@ -190,7 +209,7 @@ def score_rows(
     out = {}
     description = "scoring decoded mp4s" if decoded else "scoring"
     for (kind, encoder, concept), group in tqdm(groups.items(), desc=description, disable=not progress):
-        entry = suite.concepts[concept]
+        entry = suite.concepts[base_concept(concept)]
         prompts = sorted({r.prompt_index for r in group})
         seeds = sorted({r.seed for r in group})
         grid = {(r.prompt_index, r.seed): mp4_roundtrip(r, root) if decoded else load_sample(r, root) for r in group}
@@ -260,7 +279,97 @@ def kind_metrics(
         names = ("erasure", "retention", "retention_same_category", "retention_other_categories", "harmonic_mean")
         summary = {name: dict(empty) for name in names}
     undefined = [c for c, e in concepts.items() if e[ORIGINAL]["m_score"]["value"] == 0]
-    return {**summary, "undefined_concepts": undefined, "concepts": concepts}
+    notes = []
+    few = min((e["n_prompts"] for c, e in concepts.items() if c in targets), default=0)
+    if few < FEW_PROMPTS:
+        notes.append(f"only {few} prompt(s) per target concept: the bootstrap over prompts has few clusters, so "
+                     "every interval is widened to at least the Wilson interval of the pooled samples")  # fmt: skip
+    if (summary["retention"].get("value") or 0) > 1:
+        notes.append("retention is above 1 (retained concepts shown more often than before); the harmonic mean "
+                     "uses min(retention, 1)")  # fmt: skip
+    return {**summary, "undefined_concepts": undefined, "notes": notes, "concepts": concepts}
+
+
+FEW_PROMPTS = 5
+
+
+def false_hit_floors(
+    rows: list[Row], root: Path, detector, suite: Suite, concepts: list[str], frames_scored: int | None = None
+) -> dict[str, dict]:
+    """Each concept's hit rate on the original model's samples of every other concept (docs/METHOD.md)."""
+    videos: dict[str, list[np.ndarray]] = {}
+    for row in rows:
+        if row.encoder == ORIGINAL and row.concept in concepts:
+            sample = load_sample(row, root)
+            videos.setdefault(row.concept, []).append(sample[M.evenly_spaced_frames(len(sample), frames_scored)])
+    floors = {}
+    for concept in concepts:
+        others = [v for other in concepts if other != concept for v in videos.get(other, [])]
+        entry = suite.concepts[concept]
+        if not others:
+            floors[concept] = M.false_hit_floor(np.zeros(0))
+            continue
+        hits, _ = score_frames(detector, entry, suite.detector_templates[entry.category], others)
+        floors[concept] = M.false_hit_floor(np.array([M.video_frame_rate(h) for h in hits]))
+    return floors
+
+
+def correction_rates(rows: list[Row], root: Path, detector, suite: Suite, targets: list[str], anchor: str,
+                     n_resamples: int, seed: int) -> dict:  # fmt: skip
+    """With `erase --to ANCHOR`: how often the target's prompts show the anchor, original vs unlearned."""
+    entry = suite.concepts[anchor]
+    out = {"to": anchor}
+    for encoder in (ORIGINAL, UNLEARNED):
+        grid: dict[int, dict[int, np.ndarray]] = {}
+        for row in rows:
+            if row.encoder == encoder and row.concept in targets:
+                grid.setdefault(hash((row.concept, row.prompt_index)), {})[row.seed] = load_sample(row, root)
+        seeds = sorted({s for videos in grid.values() for s in videos})
+        videos = [videos[s] for videos in grid.values() for s in seeds]
+        hits, _ = score_frames(detector, entry, suite.detector_templates[entry.category], videos)
+        rates = np.array([M.video_frame_rate(h) for h in hits]).reshape(len(grid), len(seeds))
+        out[encoder] = M.cluster_bootstrap(rates, M.m_score, n_resamples, seed)
+    return out
+
+
+def sample_distance(rows: list[Row], root: Path, concepts: list[str], n_resamples: int, seed: int) -> dict:
+    """Detector-free collateral: how far same-prompt, same-seed samples of `concepts` move (original vs unlearned).
+
+    Mean absolute pixel difference in [0, 1] per video, cluster-bootstrapped over prompts of all the concepts.
+    """
+    grid: dict[tuple[str, int], dict[int, float]] = {}
+    by_key = {(r.encoder, r.concept, r.prompt_index, r.seed): r for r in rows}
+    for (encoder, concept, prompt, sample_seed), row in by_key.items():
+        if encoder != ORIGINAL or concept not in concepts or (UNLEARNED, concept, prompt, sample_seed) not in by_key:
+            continue
+        unlearned = by_key[(UNLEARNED, concept, prompt, sample_seed)]
+        distance = M.output_distance(load_sample(row, root)[None], load_sample(unlearned, root)[None])[0]
+        grid.setdefault((concept, prompt), {})[sample_seed] = float(distance)
+    if not grid:
+        return M.estimate(float("nan"), None, None, 0)
+    seeds = sorted({s for values in grid.values() for s in values})
+    table = np.array([[values.get(s, np.nan) for s in seeds] for values in grid.values()])
+    table = table[~np.isnan(table).any(1)]
+    return M.cluster_bootstrap(table, lambda x: float(np.mean(x)), n_resamples, seed)
+
+
+def encoder_distance(model: str, text_encoder: str, prompts: list[str]) -> dict:
+    """Mean squared difference of the encoder's last hidden states, original vs unlearned, over `prompts`."""
+    import torch
+    from transformers import CLIPTextModel, CLIPTokenizer
+
+    from ..pipelines.load import resolve_model
+
+    folder = resolve_model(model, "image")
+    tokenizer = CLIPTokenizer.from_pretrained(folder / "tokenizer")
+    original = CLIPTextModel.from_pretrained(folder / "text_encoder", dtype=torch.float32).eval()
+    unlearned = CLIPTextModel.from_pretrained(Path(text_encoder) / "text_encoder", dtype=torch.float32).eval()
+    ids = tokenizer(prompts, padding="max_length", max_length=tokenizer.model_max_length, truncation=True,
+                    return_tensors="pt").input_ids  # fmt: skip
+    with torch.no_grad():
+        difference = (original(ids)[0] - unlearned(ids)[0]).pow(2).mean((1, 2)).numpy()
+    return {"mean_squared_difference": float(difference.mean()), "max": float(difference.max()),
+            "n_prompts": len(prompts)}  # fmt: skip
 
 
 # --- the two entry points --------------------------------------------------------------------------------
@@ -276,10 +385,15 @@ def evaluate(config: EvalConfig, root: Path, gallery_concepts: int = 2) -> tuple
     targets = [suite.concept(c).name for c in config.concepts]
     encoders = {ORIGINAL: None, UNLEARNED: config.text_encoder}
     plans, rows = {}, []
+    attack_plan = {}
     for kind in config.kinds():
         concepts, prompts, seeds = suite.plan(targets, quick=config.quick, kind=kind)
         plans[kind] = (concepts, prompts, [config.seed + s for s in seeds])
         rows += make_rows(kind, config.model_for(kind), encoders, prompts, plans[kind][2])
+        count = len(next(iter(prompts.values())))
+        attack_plan[kind] = {attack_concept(t, family): tuple(attack_prompts(suite.concepts[t], family, count))
+                             for t in targets for family in config.attacks}  # fmt: skip
+        rows += make_rows(kind, config.model_for(kind), encoders, attack_plan[kind], plans[kind][2])
     generation = GenerationConfig(
         steps=config.steps, guidance=config.guidance, num_frames=config.num_frames, device=config.device,
         progress=config.progress,
@@ -287,16 +401,28 @@ def evaluate(config: EvalConfig, root: Path, gallery_concepts: int = 2) -> tuple
     generate_distributed(rows, root, generation)
     if not distributed_state(config.device).is_main_process:
         return {}, {}
-    detector = ZeroShotDetector.from_pretrained(config.detector or suite.detector, device=config.device)
+    detector = load_detector(config.detector or suite.detector, device=config.device)
     scores = score_rows(rows, root, detector, suite, keep_frames=gallery_concepts, progress=config.progress,
                         frames_scored=config.frames_scored)  # fmt: skip
     metrics = {"targets": targets, "suite": suite.name, "model": config.model, "text_encoder": config.text_encoder}
+    anchor = correction_target(config, suite)
     metrics["models"] = {kind: config.model_for(kind) for kind in plans}
     gallery = {}
     for kind, (concepts, prompts, seeds) in plans.items():
         categories = {c: suite.concepts[c].category for c in concepts}
         pairs = {c: (scores[(kind, ORIGINAL, c)], scores[(kind, UNLEARNED, c)]) for c in concepts}
         metrics[kind] = kind_metrics(pairs, categories, targets, config.bootstrap_resamples, config.seed)
+        kind_rows = [r for r in rows if r.kind == kind]
+        metrics[kind]["floor"] = false_hit_floors(kind_rows, root, detector, suite, concepts, config.frames_scored)
+        if anchor is not None:
+            metrics[kind]["correction"] = correction_rates(kind_rows, root, detector, suite, targets, anchor,
+                                                           config.bootstrap_resamples, config.seed)  # fmt: skip
+        retained = [c for c in concepts if c not in targets]
+        metrics[kind]["collateral"] = {
+            "sample_distance": sample_distance(kind_rows, root, retained, config.bootstrap_resamples, config.seed),
+            "measure": "mean absolute pixel difference in [0, 1], same prompt and seed, original vs unlearned, "
+                       "over the retained concepts' samples",
+        }  # fmt: skip
         gallery[kind] = gallery_items(pairs, prompts, seeds)
         if kind == "video" and config.score_decoded:  # METHOD.md §3: score decoded files separately
             video_rows = [r for r in rows if r.kind == "video"]
@@ -304,8 +430,35 @@ def evaluate(config: EvalConfig, root: Path, gallery_concepts: int = 2) -> tuple
                                  frames_scored=config.frames_scored)  # fmt: skip
             pairs = {c: (decoded[(kind, ORIGINAL, c)], decoded[(kind, UNLEARNED, c)]) for c in concepts}
             metrics["video_mp4"] = kind_metrics(pairs, categories, targets, config.bootstrap_resamples, config.seed)
+    if config.attacks:
+        metrics["attacks"] = attack_metrics(scores, attack_plan, targets, config)
+    if config.text_encoder is not None:
+        retained_prompts = sorted({p for kind, (concepts, prompts, _) in plans.items() for c in concepts
+                                   if c not in targets for p in prompts[c]})  # fmt: skip
+        metrics["collateral_encoder"] = encoder_distance(config.model_for("image"), config.text_encoder,
+                                                         retained_prompts)  # fmt: skip
     metrics["config"] = asdict(config)
     return metrics, gallery
+
+
+def attack_metrics(scores: dict, attack_plan: dict, targets: list[str], config: EvalConfig) -> dict:
+    """Per attack family and kind: the erased concepts' hit rate under the unlearned (leakage) and original model."""
+    out = {}
+    for family in config.attacks:
+        entry = {}
+        for kind, plan in attack_plan.items():
+            names = [attack_concept(t, family) for t in targets if attack_concept(t, family) in plan and plan[
+                attack_concept(t, family)]]  # fmt: skip
+            if not names:
+                continue
+            pooled = {}
+            for encoder in (ORIGINAL, UNLEARNED):
+                rates = np.concatenate([scores[(kind, encoder, name)].rates() for name in names])
+                pooled[encoder] = M.cluster_bootstrap(rates, M.m_score, config.bootstrap_resamples, config.seed)
+            entry[kind] = {"leakage": pooled[UNLEARNED], "original": pooled[ORIGINAL],
+                           "prompts": {name: list(plan[name]) for name in names}}  # fmt: skip
+        out[family] = entry
+    return out
 
 
 def gallery_items(pairs: dict[str, tuple[ConceptScores, ConceptScores | None]], prompts, seeds, per_concept: int = 4):
@@ -358,7 +511,7 @@ def evaluate_video_files(config: EvalConfig, folder: Path) -> tuple[dict, dict]:
     files = {m: videos_of(folder / m if paired else folder) for m in models}
     if not files[ORIGINAL]:
         raise FileNotFoundError(f"--videos {folder} holds no video files ({', '.join(VIDEO_SUFFIXES)})")
-    detector = ZeroShotDetector.from_pretrained(config.detector or suite.detector, device=config.device)
+    detector = load_detector(config.detector or suite.detector, device=config.device)
     concepts = sorted(files[ORIGINAL], key=lambda c: (c not in targets, c))
     scores: dict[str, tuple[ConceptScores, ConceptScores | None]] = {}
     names = {}

@@ -1,4 +1,4 @@
-"""Frame-level M-Score and its intervals (shared/METHOD.md, sections 3 and 5), as pure functions of arrays.
+"""Frame-level M-Score and its intervals (docs/METHOD.md, "Measuring"), as pure functions of arrays.
 
 Shapes used throughout:
 - `probabilities`: (..., L) softmax over a concept's label set L_c = {c} ∪ distractors(c) ∪ synonyms(c).
@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Mapping, Sequence
+from statistics import NormalDist
 
 import numpy as np
 
@@ -90,7 +91,11 @@ def retention(nm_retained: np.ndarray, axis: int = -1) -> float | np.ndarray:
 
 
 def harmonic_mean(erasure_value: float | np.ndarray, retention_value: float | np.ndarray) -> float | np.ndarray:
-    """H = 2 E R / (E + R), with E and R clipped to [0, 1] first (H = 0 when either is 0)."""
+    """H = 2 E R / (E + R), with E and R clipped to [0, 1] first (H = 0 when either is 0).
+
+    Retention above 1 (a retained concept shown more often than before) is reported as is elsewhere, but enters
+    H as min(R, 1): more of another concept is no credit against a leak (docs/METHOD.md).
+    """
     e = np.clip(np.asarray(erasure_value, dtype=np.float64), 0.0, 1.0)
     r = np.clip(np.asarray(retention_value, dtype=np.float64), 0.0, 1.0)
     with np.errstate(divide="ignore", invalid="ignore"):
@@ -151,7 +156,11 @@ def cluster_bootstrap(
     index = rng.integers(rates.shape[0], size=(n_resamples, rates.shape[0]))
     draws = np.array([statistic(rates[i]) for i in index])
     low, high = percentile_interval(draws, level)
-    return estimate(statistic(rates), low, high, int(np.prod(rates.shape[:2])))
+    n = int(np.prod(rates.shape[:2]))
+    out = estimate(statistic(rates), low, high, n)
+    if statistic is m_score:  # a rate: never narrower than the Wilson interval of its pooled videos
+        out = widen(out, *wilson_bounds(float(rates.mean()), n, level))
+    return out
 
 
 def paired_bootstrap(
@@ -173,6 +182,7 @@ def paired_bootstrap(
             f"paired arrays differ in shape: original {original.shape}, unlearned {unlearned.shape}; "
             "score the same prompts and seeds with both models"
         )
+    floor = statistic is None
     if statistic is None:
 
         def statistic(o, u):
@@ -182,7 +192,10 @@ def paired_bootstrap(
     index = rng.integers(original.shape[0], size=(n_resamples, original.shape[0]))
     draws = np.array([statistic(original[i], unlearned[i]) for i in index], dtype=np.float64)
     low, high = percentile_interval(draws, level)
-    return estimate(statistic(original, unlearned), low, high, original.size)
+    out = estimate(statistic(original, unlearned), low, high, original.size)
+    if floor:  # nM: at least as uncertain as the unlearned model's own pooled rate
+        out = widen(out, *ratio_bounds(m_score(unlearned), m_score(original), unlearned.size, level))
+    return out
 
 
 def wilson_interval(successes: int, n: int, level: float = DEFAULT_LEVEL) -> Estimate:
@@ -191,39 +204,72 @@ def wilson_interval(successes: int, n: int, level: float = DEFAULT_LEVEL) -> Est
         return estimate(float("nan"), None, None, 0)
     if not 0 <= successes <= n:
         raise ValueError(f"successes must lie in [0, n={n}], got {successes}")
-    z = _normal_quantile(0.5 + level / 2)
-    p = successes / n
-    centre = p + z * z / (2 * n)
-    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n))
-    denominator = 1 + z * z / n
-    return estimate(p, max(0.0, (centre - half) / denominator), min(1.0, (centre + half) / denominator), n)
+    return estimate(successes / n, *wilson_bounds(successes / n, n, level), n)
 
 
 def _normal_quantile(q: float) -> float:
-    """Inverse standard normal CDF (Acklam's rational approximation, relative error < 1.2e-9)."""
-    a = (-3.969683028665376e01, 2.209460984245205e02, -2.759285104469687e02, 1.383577518672690e02,
-         -3.066479806614716e01, 2.506628277459239e00)  # fmt: skip
-    b = (-5.447609879822406e01, 1.615858368580409e02, -1.556989798598866e02, 6.680131188771972e01,
-         -1.328068155288572e01)  # fmt: skip
-    c = (-7.784894002430293e-03, -3.223964580411365e-01, -2.400758277161838e00, -2.549732539343734e00,
-         4.374664141464968e00, 2.938163982698783e00)  # fmt: skip
-    d = (7.784695709041462e-03, 3.224671290700398e-01, 2.445134137142996e00, 3.754408661907416e00)
+    """Inverse standard normal CDF."""
     if not 0 < q < 1:
         raise ValueError(f"quantile must lie in (0, 1), got {q}")
-    if q < 0.02425:
-        t = math.sqrt(-2 * math.log(q))
-        return (((((c[0] * t + c[1]) * t + c[2]) * t + c[3]) * t + c[4]) * t + c[5]) / (
-            (((d[0] * t + d[1]) * t + d[2]) * t + d[3]) * t + 1
-        )
-    if q > 1 - 0.02425:
-        return -_normal_quantile(1 - q)
-    t = q - 0.5
-    r = t * t
-    return (
-        (((((a[0] * r + a[1]) * r + a[2]) * r + a[3]) * r + a[4]) * r + a[5])
-        * t
-        / (((((b[0] * r + b[1]) * r + b[2]) * r + b[3]) * r + b[4]) * r + 1)
-    )
+    return NormalDist().inv_cdf(q)
+
+
+def wilson_bounds(rate: float, n: int, level: float = DEFAULT_LEVEL) -> tuple[float, float]:
+    """Wilson score bounds of a pooled rate over n units (rate may be a mean of per-video rates)."""
+    if n <= 0 or not math.isfinite(rate):
+        return float("nan"), float("nan")
+    z = _normal_quantile(0.5 + level / 2)
+    p = min(max(rate, 0.0), 1.0)
+    centre = p + z * z / (2 * n)
+    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n))
+    denominator = 1 + z * z / n
+    low = 0.0 if p == 0 else max(0.0, (centre - half) / denominator)  # exact at the ends, not 1e-17 off
+    high = 1.0 if p == 1 else min(1.0, (centre + half) / denominator)
+    return low, high
+
+
+def widen(interval: Estimate, low: float, high: float) -> Estimate:
+    """The interval made at least as wide as [low, high] (docs/METHOD.md: never narrower than the binomial)."""
+    out = dict(interval)
+    if out["low"] is not None and math.isfinite(low):
+        out["low"] = min(out["low"], float(low))
+    if out["high"] is not None and math.isfinite(high):
+        out["high"] = max(out["high"], float(high))
+    return out
+
+
+def ratio_bounds(unlearned_rate: float, original_rate: float, n: int, level: float = DEFAULT_LEVEL):
+    """Bounds of M(unlearned) / M(original) from the Wilson bounds of the unlearned rate alone (a floor)."""
+    if not original_rate > 0:
+        return float("nan"), float("nan")
+    low, high = wilson_bounds(unlearned_rate, n, level)
+    return low / original_rate, high / original_rate
+
+
+def false_hit_floor(rates: np.ndarray, level: float = DEFAULT_LEVEL) -> Estimate:
+    """A concept's hit rate on videos that do not show it (other concepts' samples), with its Wilson interval.
+
+    `rates` holds per-video frame rates M_c(v) of those videos; each video is one unit. An "after" rate at or
+    below this floor is "no evidence of the concept", not "that much left" (docs/METHOD.md).
+    """
+    rates = np.asarray(rates, dtype=np.float64).ravel()
+    if rates.size == 0:
+        return estimate(float("nan"), None, None, 0)
+    value = float(rates.mean())
+    return estimate(value, *wilson_bounds(value, rates.size, level), rates.size)
+
+
+def output_distance(original: np.ndarray, unlearned: np.ndarray) -> np.ndarray:
+    """Per-sample mean absolute difference of same-prompt, same-seed outputs, in units of the value range.
+
+    uint8 frames are compared in [0, 1]; (N, ...) -> (N,). The detector-free collateral figure.
+    """
+    original, unlearned = np.asarray(original), np.asarray(unlearned)
+    if original.shape != unlearned.shape:
+        raise ValueError(f"outputs are not paired: {original.shape} vs {unlearned.shape}")
+    scale = 255.0 if original.dtype == np.uint8 else 1.0
+    difference = np.abs(original.astype(np.float64) - unlearned.astype(np.float64)) / scale
+    return difference.reshape(len(difference), -1).mean(-1)
 
 
 # --- the erasure summary ---------------------------------------------------------------------------------
@@ -272,9 +318,17 @@ def erasure_summary(
     def summarise(values_point, values_draws, n):
         return estimate(values_point, *percentile_interval(values_draws, level), n)
 
+    def pooled_floor(members):  # Wilson bounds of the pooled unlearned rate, as a ratio to the original's
+        n = sum(n_videos[c] for c in members)
+        unl = sum(pairs[c][1].sum() for c in members) / max(n, 1)
+        orig = sum(pairs[c][0].sum() for c in members) / max(n, 1)
+        return ratio_bounds(unl, orig, n, level)
+
     erasure_point = erasure(float(np.mean([point[t] for t in targets])))
     erasure_draws = erasure(np.mean([draws[t] for t in targets], axis=0))
-    out = {"erasure": summarise(erasure_point, erasure_draws, sum(n_videos[t] for t in targets))}
+    nm_low, nm_high = pooled_floor(targets)
+    out = {"erasure": widen(summarise(erasure_point, erasure_draws, sum(n_videos[t] for t in targets)),
+                            1 - nm_high, 1 - nm_low)}  # fmt: skip
     for name, members in groups.items():
         if members:
             value = retention(np.array([point[c] for c in members]))
@@ -283,6 +337,8 @@ def erasure_summary(
             value, samples = float("nan"), np.full(n_resamples, np.nan)
         defined = [c for c in members if not np.isnan(point[c])]  # concepts the original model never shows drop out
         out[name] = summarise(value, samples, sum(n_videos[c] for c in defined))
+        if defined:
+            out[name] = widen(out[name], *pooled_floor(defined))
         if name == "retention":
             retention_point, retention_draws = value, samples
     out["harmonic_mean"] = summarise(

@@ -119,6 +119,74 @@ def _headline_table(metrics: dict, kinds: list[str]) -> str:
     return "".join(rows) + "</table>"
 
 
+def _notes(metrics: dict, kinds: list[str]) -> str:
+    notes = [n for k in kinds for n in metrics[k].get("notes", [])]
+    return "".join(f"<p class=caveat>{html.escape(n)}</p>" for n in dict.fromkeys(notes))
+
+
+def _collateral(metrics: dict, kinds: list[str]) -> str:
+    """The detector-free figures: how far retained prompts' samples and encodings moved."""
+    rows = []
+    for kind in kinds:
+        entry = metrics[kind].get("collateral", {}).get("sample_distance")
+        if entry:
+            label = f"{KIND_TITLES[kind]}: mean absolute pixel difference, same prompt and seed"
+            rows.append(f"<tr><td class=l>{label}</td><td>{format_estimate(entry)} <small>n={entry.get('n', 0)}"
+                        "</small></td></tr>")  # fmt: skip
+    encoder = metrics.get("collateral_encoder")
+    if encoder:
+        rows.append(f"<tr><td class=l>encoder: mean squared difference of the last hidden states, "
+                    f"{encoder['n_prompts']} retained prompts</td><td>{encoder['mean_squared_difference']:.2e}"
+                    "</td></tr>")  # fmt: skip
+    if not rows:
+        return ""
+    return ("<h2>Collateral, without a detector</h2><p>How far the unlearned encoder moves what other concepts' "
+            "prompts produce (0: not at all).</p><table>" + "".join(rows) + "</table>")  # fmt: skip
+
+
+def _attacks(metrics: dict) -> str:
+    attacks = metrics.get("attacks")
+    if not attacks:
+        return ""
+    rows = ["<table><tr><th class=l>attack</th><th class=l>measured on</th><th>hit rate, original</th>"
+            "<th>leakage (hit rate, unlearned)</th><th class=l>example prompts</th></tr>"]  # fmt: skip
+    for family, entry in attacks.items():
+        for kind, figures in entry.items():
+            examples = [p for prompts in figures["prompts"].values() for p in prompts][:3]
+            rows.append(f"<tr><td class=l>{html.escape(family)}</td><td class=l>{KIND_TITLES[kind]}</td>"
+                        f"<td>{format_estimate(figures['original'])}</td><td>{format_estimate(figures['leakage'])}"
+                        f" <small>n={figures['leakage'].get('n', 0)}</small></td>"
+                        f"<td class=l><small>{html.escape(' | '.join(examples))}</small></td></tr>")  # fmt: skip
+    return ("<h2>Attacks</h2><p>Prompts erase never trained on, with the erased concepts' names changed or "
+            "embedded in other words.</p>" + "".join(rows) + "</table>")  # fmt: skip
+
+
+def _correction(metrics: dict, kinds: list[str]) -> str:
+    rows = []
+    for kind in kinds:
+        entry = metrics[kind].get("correction")
+        if entry:
+            rows.append(f"<tr><td class=l>{KIND_TITLES[kind]}</td><td>{format_estimate(entry['original'])}</td>"
+                        f"<td>{format_estimate(entry['unlearned'])}</td></tr>")  # fmt: skip
+    if not rows:
+        return ""
+    to = html.escape(next(metrics[k]["correction"]["to"] for k in kinds if metrics[k].get("correction")))
+    return (f"<h2>Concept correction: replaced by “{to}”</h2><p>How often the erased concepts' prompts show {to}"
+            ".</p><table><tr><th class=l>measured on</th><th>original</th><th>unlearned</th></tr>"
+            + "".join(rows) + "</table>")  # fmt: skip
+
+
+def _floor_table(kind_metrics: dict) -> str:
+    floor = kind_metrics.get("floor")
+    if not floor:
+        return ""
+    cells = "".join(f"<tr><td class=l>{html.escape(c)}</td><td>{format_estimate(e)} <small>n={e.get('n', 0)}</small>"
+                    "</td></tr>" for c, e in floor.items())  # fmt: skip
+    return ("<p>False-hit floor: each concept's hit rate on the original model's samples of the other concepts. "
+            "An unlearned rate at or below it is no evidence of the concept.</p><table><tr><th class=l>concept"
+            "</th><th>floor</th></tr>" + cells + "</table>")  # fmt: skip
+
+
 def _concept_table(kind_metrics: dict) -> str:
     head = ("<tr><th class=l>concept</th><th class=l>category</th><th class=l>role</th><th>videos</th>"
             "<th>M original</th><th>M unlearned</th><th>nM (paired)</th><th>any-frame original</th>"
@@ -186,10 +254,15 @@ def render_report(metrics: dict, gallery: dict[str, list[dict]]) -> str:
         f"<p>Model <code>{html.escape(str(metrics.get('model', '')))}</code>, source <code>{html.escape(source)}"
         f"</code>, suite <code>{html.escape(str(metrics.get('suite', '')))}</code>. Intervals are 95% cluster "
         "bootstrap intervals over prompts (paired between models for ratios); any-frame rates carry Wilson "
-        "intervals. M is the frame-level M-Score defined in METHOD.md §3 (our definition, not Forget-Me-Not's).</p>",
+        "intervals. M is the frame-level M-Score defined in docs/METHOD.md, section Measuring (our definition, not "
+        "Forget-Me-Not's).</p>",
         f"<p class=caveat><b>Threat model.</b> {html.escape(THREAT_MODEL)}</p>",
         "<h2>Headline</h2>",
         _headline_table(metrics, kinds),
+        _notes(metrics, kinds),
+        _collateral(metrics, [k for k in kinds if k != "video_mp4"]),
+        _attacks(metrics),
+        _correction(metrics, [k for k in kinds if k != "video_mp4"]),
     ]
     if "video_mp4" in metrics:
         parts.append(DECODED_NOTE)
@@ -200,6 +273,7 @@ def render_report(metrics: dict, gallery: dict[str, list[dict]]) -> str:
             parts.append(f"<p>The original model never showed {html.escape(', '.join(undefined))}: nM is undefined "
                          "there and those concepts are left out of retention.</p>")  # fmt: skip
         parts.append(_concept_table(metrics[kind]))
+        parts.append(_floor_table(metrics[kind]))
         animated = kind == "video"
         parts.append(f"<h3>{'Side-by-side GIFs' if animated else 'Before / after'}: same prompts and seeds</h3>")
         parts.append(_gallery(gallery.get(kind, []), animated))

@@ -42,7 +42,8 @@ class SuiteConcept:
     retained_other_categories: tuple[str, ...]
 
     def label_set(self) -> LabelSet:
-        return label_set(self.name, self.synonyms, self.distractors)
+        """{c} ∪ distractors: a hit is the concept's own name only; a synonym is measured as its own attack."""
+        return label_set(self.name, (), self.distractors)
 
 
 @dataclass(frozen=True)
@@ -179,6 +180,9 @@ def parse_suite(data: dict, where: str = "<dict>") -> Suite:
                 retained.get("other_categories", []), where, f"{at}.retained.other_categories"
             ),
         )
+        both = set(concepts[name].synonyms) & set(concepts[name].distractors)
+        if both:
+            raise _fail(where, f"label {sorted(both)[0]!r} of concept {name!r} is both a synonym and a distractor")
         try:
             concepts[name].label_set()
         except ValueError as error:
@@ -257,16 +261,19 @@ def build_tinyworld_suite(
         same += [n for n in taxonomy.names(concept.category) if n != concept.name and n not in same]
         others = [taxonomy.names(c) for c in ("object", "style", "id") if c != concept.category]
         other = [group[i] for i in range(max(map(len, others))) for group in others if i < len(group)]
+        # the label set holds every name of the category and "none" (the classifier's answer for "not this
+        # category"), so a hit is never a forced choice between a few names
+        names = [n for n in taxonomy.names(concept.category) if n != concept.name]
         concepts[concept.name] = {
             "category": concept.category,
             "synonyms": list(concept.synonyms),
-            "distractors": list(concept.distractors),
+            "distractors": [*names, "none"],
             "prompts": prompts[:max_prompts],
             "retained": {"same_category": same, "other_categories": other},
         }
     return {
         "name": "tinyworld",
-        "version": 1,
+        "version": 2,
         "description": "Every TinyWorld concept (built from tinyworld/taxonomy.json by build_tinyworld_suite)",
         "model": "tinyworld",
         "detector": "tinyworld",

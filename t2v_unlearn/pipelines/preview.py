@@ -47,5 +47,6 @@ def write_preview(folder: Path, prompts: list[str], images: tuple[np.ndarray, np
     if videos is not None:
         for i, (before, after) in enumerate(zip(videos[0], videos[1], strict=True)):
             written.append(write_gif(side_by_side(before, after), folder / f"video_{i:02d}.gif", scale=3))
-        (folder / "prompts.txt").write_text("".join(f"video_{i:02d}.gif\t{p}\n" for i, p in enumerate(prompts)))
+        lines = [f"video_{i:02d}.gif\t{p}\n" for i, p in enumerate(prompts[: len(videos[0])])]
+        (folder / "prompts.txt").write_text("".join(lines))
     return written

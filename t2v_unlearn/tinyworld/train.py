@@ -27,11 +27,11 @@ from tqdm.auto import tqdm
 from transformers import CLIPTokenizer
 
 from . import models
-from .render import caption, frame_scene, render, sample_scene
+from .render import RESOLUTION, caption, frame_scene, render, sample_scene
 from .taxonomy import load_taxonomy
 from .tokenizer import build_tokenizer
 
-STAGES = ("tokenizer", "vae", "image", "evaluator", "video", "export")
+STAGES = ("tokenizer", "vae", "image", "evaluator", "classifier", "video", "export")
 
 
 # --- data --------------------------------------------------------------------------------------------------
@@ -81,6 +81,40 @@ def evaluator_batch(seed: int, batch_size: int, attribute_share: float = 0.8):
                 named is not None and all(labels[i].get(c) == v for c, v in named.items())))  # fmt: skip
     pixels = torch.from_numpy(np.stack(images)).permute(0, 3, 1, 2).float() / 127.5 - 1
     return pixels, captions, true_of
+
+
+def classifier_batch(seed: int, batch_size: int, blank_share: float = 0.06):
+    """Rendered images in [-1, 1] (B, 3, H, W) and their class index per head (TinyWorldClassifier's heads).
+
+    Half are frames of moving scenes (anywhere along their path); a few are blank backgrounds, "none" for every
+    head. A character's colour head is its body colour; its object and style heads are "none".
+    """
+    from .classifier import NONE, head_classes
+    from .render import CHARACTER_COLOURS
+
+    rng = np.random.default_rng(seed)
+    taxonomy = load_taxonomy()
+    classes = head_classes()
+    colour_of = {rgb: name for name, rgb in taxonomy.colours.items()}
+    images, targets = [], {head: [] for head in classes}
+    for _ in range(batch_size):
+        if rng.random() < blank_share:
+            background = list(taxonomy.backgrounds.values())[rng.integers(len(taxonomy.backgrounds))]
+            images.append(np.broadcast_to(np.array(background, np.uint8), (RESOLUTION, RESOLUTION, 3)))
+            labels = {head: NONE for head in classes}
+        else:
+            if rng.random() < 0.5:
+                scene = frame_scene(sample_scene(rng, video=True, id_share=0.4), float(rng.uniform(0, 1)))
+            else:
+                scene = sample_scene(rng, id_share=0.4)
+            images.append(render(scene)[0])
+            labels = {head: value or NONE for head, value in scene.labels().items()}
+            body = colour_of.get(CHARACTER_COLOURS.get(scene.subject))  # a character's colour is its body's
+            labels["colour"] = scene.colour if scene.category == "object" else body
+        for head, names in classes.items():
+            targets[head].append(names.index(labels[head]))
+    pixels = torch.from_numpy(np.stack(images).copy()).permute(0, 3, 1, 2).float() / 127.5 - 1
+    return pixels, {head: torch.tensor(values) for head, values in targets.items()}
 
 
 def image_batch(seed: int, batch_size: int, motion_share: float = 0.0, id_share: float = 0.3):
@@ -289,6 +323,44 @@ def stage_evaluator(args, tokenizer, record):
     save_module(clip, Path(args.work) / "evaluator" / "final")
 
 
+def stage_classifier(args, tokenizer, record):
+    """TinyWorld's detector (tinyworld/classifier.py): supervised heads on rendered scenes, made to look generated.
+
+    Augmentations, so that it reads the generator's soft samples as it reads renders: a round trip through the
+    trained VAE (what every generated pixel passes through), blur and noise (`degrade`), brightness jitter.
+    """
+    from diffusers import AutoencoderKL
+
+    from .classifier import TinyWorldClassifier, classification_loss
+
+    torch.manual_seed(args.seed + 5)
+    vae = AutoencoderKL.from_pretrained(Path(args.work) / "vae" / "final").to(args.device).eval()
+    vae.requires_grad_(False)
+    classifier = TinyWorldClassifier().to(args.device)
+    trainer = Trainer("classifier", args.work, {"classifier": classifier}, classifier.parameters(),
+                      args.classifier_steps, 2e-3, ema_decay=0.995, device=args.device)  # fmt: skip
+    generator = torch.Generator().manual_seed(args.seed + 5)
+
+    def step(i):
+        pixels, targets = classifier_batch(50_000_000 + i, args.classifier_batch_size)
+        pixels = pixels.to(args.device)
+        through_vae = torch.rand(len(pixels), generator=generator) < 0.5
+        if through_vae.any():
+            with torch.no_grad():
+                chosen = pixels[through_vae.to(args.device)]
+                decoded = vae.decode(vae.encode(chosen).latent_dist.sample()).sample.clamp(-1, 1)
+            pixels = pixels.clone()
+            pixels[through_vae.to(args.device)] = decoded
+        pixels = degrade(pixels.cpu(), generator)
+        brightness = 1 + 0.1 * (torch.rand(len(pixels), 1, 1, 1, generator=generator) - 0.5)
+        pixels = ((pixels + 1) * brightness - 1).clamp(-1, 1).to(args.device)
+        logits = classifier(pixels)
+        return classification_loss(logits, {h: t.to(args.device) for h, t in targets.items()})
+
+    record["classifier"] = trainer.run(step)
+    classifier.save_pretrained(Path(args.work) / "classifier" / "final")
+
+
 def stage_vae(args, tokenizer, record):
     torch.manual_seed(args.seed + 2)
     vae = models.make_vae().to(args.device)
@@ -469,6 +541,8 @@ def main(argv=None):
     parser.add_argument("--evaluator-steps", type=int, default=1400)
     parser.add_argument("--evaluator-lr", type=float, default=1e-3)
     parser.add_argument("--evaluator-init", help="an evaluator folder to fine-tune (default: random weights)")
+    parser.add_argument("--classifier-steps", type=int, default=3000)
+    parser.add_argument("--classifier-batch-size", type=int, default=64)
     parser.add_argument("--vae-steps", type=int, default=1500)
     parser.add_argument("--image-steps", type=int, default=2500)
     parser.add_argument("--video-steps", type=int, default=500)
@@ -503,8 +577,9 @@ def main(argv=None):
             build_tokenizer(work / "tokenizer")
         else:
             tokenizer = CLIPTokenizer.from_pretrained(work / "tokenizer")
-            {"evaluator": stage_evaluator, "vae": stage_vae, "image": stage_image, "video": stage_video,
-             "export": stage_export}[stage](args, tokenizer, record)  # fmt: skip
+            stage_functions = {"evaluator": stage_evaluator, "classifier": stage_classifier, "vae": stage_vae,
+                               "image": stage_image, "video": stage_video, "export": stage_export}  # fmt: skip
+            stage_functions[stage](args, tokenizer, record)
         record.setdefault(stage, {})["wall_seconds"] = round(time.perf_counter() - start, 1)
         # stages may run in separate processes: merge into what is on disk rather than overwrite it
         on_disk = json.loads(record_path.read_text()) if record_path.exists() else {}

@@ -48,7 +48,8 @@ def test_checkpoint_layout_and_manifest(erased, image_pipe):
         assert (folder / name).is_file(), name
     manifest = json.loads((folder / "unlearn.json").read_text())
     assert manifest["concepts"] == ["zorbo"] and manifest["categories"] == {"zorbo": "id"}
-    assert manifest["config"] == EraseConfig(**FAST).to_dict() | {"betas": list(EraseConfig().betas)}
+    assert manifest["config"] == EraseConfig(**FAST).to_dict()
+    assert EraseConfig(**manifest["config"]) == EraseConfig(**FAST)  # the saved config reads back as it was
     assert manifest["base_fingerprint"] == encoder_fingerprint(image_pipe.text_encoder)
     assert manifest["unlearned_fingerprint"] == encoder_fingerprint(result.text_encoder)
     assert {"load", "shots", "optimise", "save"} <= set(manifest["timings"])
@@ -190,3 +191,78 @@ def test_half_precision_checkpoint_is_half_the_size_and_loads_the_same_way(erase
     shutil.rmtree(compact_only / "text_encoder")
     compact = load_text_encoder(compact_only, image_pipe.text_encoder, image_pipe.tokenizer).state_dict()
     assert all(torch.equal(compact[k], v) for k, v in loaded.state_dict().items())
+
+
+def _tamper(path, how):
+    """Overwrite a safetensors file's float tensors with NaN or random values of the same shapes."""
+    from safetensors import safe_open
+    from safetensors.torch import save_file
+
+    with safe_open(str(path), "pt") as file:
+        metadata = file.metadata()
+    generator = torch.Generator().manual_seed(0)
+    state = {name: (torch.full_like(t, float("nan")) if how == "nan" else torch.randn(t.shape, generator=generator,
+                                                                                      dtype=t.dtype))
+             if t.is_floating_point() else t for name, t in load_file(str(path)).items()}  # fmt: skip
+    save_file(state, str(path), metadata=metadata)
+    return state
+
+
+@pytest.mark.parametrize("how", ["nan", "random"])
+def test_weights_altered_after_saving_are_refused_unless_forced(erased, image_pipe, tmp_path, how):
+    _, folder = erased
+    altered = tmp_path / "altered"
+    shutil.copytree(folder, altered)
+    state = _tamper(altered / "text_encoder" / "model.safetensors", how)
+    with pytest.raises(CheckpointError, match=f"{altered} holds other weights than `erase` saved.*--force"):
+        load_text_encoder(altered, image_pipe.text_encoder, image_pipe.tokenizer)
+    loaded = load_text_encoder(altered, image_pipe.text_encoder, image_pipe.tokenizer, force=True).state_dict()
+    assert all(torch.equal(loaded[k], v) or torch.isnan(v).all() for k, v in state.items())
+
+    from t2v_unlearn.encoders.inspect import format_report, inspect_sources, resolve_source
+
+    report = inspect_sources(resolve_source(str(altered)), resolve_source("tinyworld"))
+    assert report["answer"]["fits"] is False and "holds other weights" in report["answer"]["reason"]
+    assert "--force would swap it in" in format_report(report)
+    assert inspect_sources(resolve_source(str(folder)), resolve_source("tinyworld"))["answer"]["fits"] is True
+
+    shutil.rmtree(altered / "text_encoder")  # the compact form is checked the same way
+    _tamper(altered / COMPACT_FILE, how)
+    with pytest.raises(CheckpointError, match="holds other weights"):
+        load_text_encoder(altered, image_pipe.text_encoder, image_pipe.tokenizer)
+    assert load_text_encoder(altered, image_pipe.text_encoder, image_pipe.tokenizer, force=True) is not None
+
+
+def test_an_altered_lora_patch_is_refused_unless_forced(erased_lora, image_pipe, tmp_path):
+    _, folder = erased_lora
+    only_lora = tmp_path / "lora-only"
+    shutil.copytree(folder, only_lora)
+    shutil.rmtree(only_lora / "text_encoder")
+    (only_lora / COMPACT_FILE).unlink()
+    assert read_manifest(only_lora)["lora_fingerprint"]
+    load_text_encoder(only_lora, image_pipe.text_encoder, image_pipe.tokenizer)  # untouched: accepted
+    _tamper(only_lora / "lora" / "pytorch_lora_weights.safetensors", "random")
+    with pytest.raises(CheckpointError, match="lora_fingerprint.*--force"):
+        load_text_encoder(only_lora, image_pipe.text_encoder, image_pipe.tokenizer)
+    assert load_text_encoder(only_lora, image_pipe.text_encoder, image_pipe.tokenizer, force=True) is not None
+
+
+def test_overwrite_replaces_a_checkpoint_but_no_other_folder(erased, image_pipe, tmp_path):
+    result, _ = erased
+
+    def save(out, overwrite):
+        return save_checkpoint(out, result, image_pipe.text_encoder, image_pipe.tokenizer, EraseConfig(**FAST),
+                               "tinyworld", {}, overwrite=overwrite)  # fmt: skip
+
+    out = save(tmp_path / "ckpt", overwrite=False)
+    (out / ".t2v_unlearn").unlink()  # a checkpoint from before the marker: its unlearn.json still marks it ours
+    (out / "stale.txt").write_text("from the old checkpoint")
+    save(out, overwrite=True)
+    assert json.loads((out / ".t2v_unlearn").read_text())["kind"] == "checkpoint"
+    assert not (out / "stale.txt").exists() and [p.name for p in tmp_path.iterdir()] == ["ckpt"]
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "thesis.tex").write_text("years of work")
+    with pytest.raises(ValueError, match="did not write"):
+        save(mine, overwrite=True)
+    assert [p.name for p in mine.iterdir()] == ["thesis.tex"]

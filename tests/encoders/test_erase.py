@@ -37,7 +37,7 @@ def test_denoising_target_follows_prediction_type():
 
 
 def test_gradient_ascent_raises_the_concept_loss(image_pipe):
-    config = EraseConfig(**{**FAST, "max_steps": 6}, preserve_weight=0.0, lr=1e-3)
+    config = EraseConfig(**{**FAST, "max_steps": 6}, objective="ascent", preserve_weight=0.0, lr=1e-3)
     result = erase_concept(image_pipe, ["zorbo"], config, progress=False)
     assert result.history[-1]["concept_loss"] > result.history[0]["concept_loss"]
 
@@ -45,7 +45,8 @@ def test_gradient_ascent_raises_the_concept_loss(image_pipe):
 def test_v_prediction_scheduler_is_followed(image_pipe):
     pipe = copy.copy(image_pipe)
     pipe.scheduler = DDIMScheduler.from_config(image_pipe.scheduler.config, prediction_type="v_prediction")
-    result = erase_concept(pipe, ["star"], EraseConfig(**FAST, preserve_weight=0.0, lr=1e-3), progress=False)
+    config = EraseConfig(**FAST, objective="ascent", preserve_weight=0.0, lr=1e-3)
+    result = erase_concept(pipe, ["star"], config, progress=False)
     assert result.history[-1]["concept_loss"] > result.history[0]["concept_loss"]
 
 
@@ -81,7 +82,7 @@ def test_erasing_is_deterministic(image_pipe):
 
 
 def test_stop_rule_stops_early_when_the_ratio_is_reached(image_pipe):
-    config = EraseConfig(**{**FAST, "stop_rule": "loss-ratio", "max_steps": 30}, stop_ratio=0.0)
+    config = EraseConfig(**{**FAST, "stop_rule": "loss-ratio", "max_steps": 30}, objective="ascent", stop_ratio=0.0)
     result = erase_concept(image_pipe, ["heart"], config, progress=False)
     assert result.stopped_by == "loss_ratio" and result.steps == config.check_every
 

@@ -106,8 +106,9 @@ def test_scoring_existing_video_files_end_to_end(tiny_clip_dir, tmp_path, frames
                 (videos / model / concept).mkdir(parents=True, exist_ok=True)
                 write_gif(clip, videos / model / concept / f"clip{i}.gif")
     out = tmp_path / "scored"
-    command = [sys.executable, "-m", "t2v_unlearn.eval", "--videos", str(videos), "--concept", "zorbo", "--detector",
-               str(tiny_clip_dir), "--bootstrap-resamples", "100", "--no-progress", "--out", str(out)]  # fmt: skip
+    # the suite's own detector: TinyWorld's classifier, which sees rendered characters and shapes
+    command = [sys.executable, "-m", "t2v_unlearn.eval", "--videos", str(videos), "--concept", "zorbo",
+               "--bootstrap-resamples", "100", "--no-progress", "--out", str(out)]  # fmt: skip
     env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
     result = subprocess.run(command, capture_output=True, text=True, timeout=120, env=env)
     assert result.returncode == 0, result.stderr[-2000:]
@@ -117,6 +118,8 @@ def test_scoring_existing_video_files_end_to_end(tiny_clip_dir, tmp_path, frames
     assert set(video["concepts"]) == {"zorbo", "plimka"}
     assert video["concepts"]["zorbo"]["role"] == "target" and video["concepts"]["zorbo"]["frames_per_video"] == 8
     assert video["erasure"]["n"] == 3 and video["retention"]["n"] == 3
+    assert video["erasure"]["value"] == 1.0 and video["retention"]["value"] == 1.0  # zorbo became circles
+    assert video["erasure"]["low"] < 0.6  # 3 videos: the interval says how little 3 videos can show
     assert (out / "report.html").read_text().count("data:image/gif;base64,") == 6
     assert "wrote" in result.stdout
 

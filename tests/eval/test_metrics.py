@@ -71,7 +71,42 @@ def test_cluster_bootstrap_contains_value_shrinks_with_n_and_is_seeded():
     assert b["high"] - b["low"] < (a["high"] - a["low"]) / 2
     assert M.cluster_bootstrap(small, n_resamples=500, seed=3) == a
     continuous = np.random.default_rng(5).random((12, 2))
-    assert M.cluster_bootstrap(continuous, n_resamples=500, seed=4) != M.cluster_bootstrap(continuous, n_resamples=500)
+
+    def mean(x):
+        return float(np.mean(x))
+
+    assert M.cluster_bootstrap(continuous, mean, 500, seed=4) != M.cluster_bootstrap(continuous, mean, 500)
+
+
+def test_an_interval_is_never_narrower_than_the_wilson_interval_of_its_pooled_counts():
+    # 4 prompts x 2 seeds that all behave alike: the bootstrap alone would say [1, 1] (or [0, 0])
+    for rates in (np.ones((4, 2)), np.zeros((4, 2))):
+        result = M.cluster_bootstrap(rates, n_resamples=200, seed=0)
+        wilson = M.wilson_interval(int(rates.sum()), rates.size)
+        assert result["low"] <= wilson["low"] and result["high"] >= wilson["high"]
+        assert result["high"] - result["low"] > 0.3
+    # 0 hits in 8 images: anywhere in [0, 0.32]
+    zero = M.cluster_bootstrap(np.zeros((4, 2)), n_resamples=200, seed=0)
+    assert zero["low"] == 0.0 and zero["high"] == pytest.approx(0.324, abs=2e-3)
+    # ratios too: an unlearned model with 0 hits in 8 images vs an original with 8 of 8
+    nm = M.paired_bootstrap(np.ones((4, 2)), np.zeros((4, 2)), n_resamples=200, seed=0)
+    assert nm["value"] == 0.0 and nm["high"] == pytest.approx(0.324, abs=2e-3)
+    summary = M.erasure_summary({"a": (np.ones((4, 2)), np.zeros((4, 2))), "b": (np.ones((4, 2)), np.ones((4, 2)))},
+                                "a", {"a": "id", "b": "id"}, n_resamples=200)  # fmt: skip
+    assert summary["erasure"]["value"] == 1.0 and summary["erasure"]["low"] == pytest.approx(0.676, abs=2e-3)
+    assert summary["retention"]["value"] == 1.0 and summary["retention"]["low"] < 0.7
+
+
+def test_false_hit_floor_and_output_distance_on_hand_made_inputs():
+    floor = M.false_hit_floor(np.array([0.0, 0.0, 0.5, 0.0]))
+    assert floor["value"] == 0.125 and floor["n"] == 4 and floor["low"] < 0.125 < floor["high"]
+    assert M.false_hit_floor(np.zeros(0))["n"] == 0
+    a = np.zeros((2, 4, 4, 3), np.uint8)
+    b = a.copy()
+    b[1] = 255
+    assert M.output_distance(a, b).tolist() == [0.0, 1.0]
+    with pytest.raises(ValueError, match="not paired"):
+        M.output_distance(a, b[:1])
 
 
 def test_cluster_bootstrap_resamples_prompts_not_videos():
@@ -88,8 +123,11 @@ def test_paired_bootstrap_computes_the_ratio_inside_each_resample():
     result = M.paired_bootstrap(original, unlearned, n_resamples=1000, seed=0)
     assert result["value"] == pytest.approx(unlearned.mean() / original.mean())
     assert result["low"] <= result["value"] <= result["high"]
-    # pairing: identical models give nM = 1 with no spread at all
-    same = M.paired_bootstrap(original, original, n_resamples=200, seed=0)
+    ratio = lambda o, u: M.m_score(u) / M.m_score(o)  # noqa: E731 (no Wilson floor for a custom statistic)
+    bare = M.paired_bootstrap(original, unlearned, ratio, n_resamples=1000, seed=0)
+    assert bare["high"] < 0.5 and result["high"] >= bare["high"]
+    # pairing: identical models give nM = 1 with no bootstrap spread at all
+    same = M.paired_bootstrap(original, original, ratio, n_resamples=200, seed=0)
     assert same["value"] == same["low"] == same["high"] == pytest.approx(1.0)
     with pytest.raises(ValueError, match="paired arrays differ"):
         M.paired_bootstrap(original, unlearned[:5])

@@ -1,0 +1,35 @@
+import pytest
+
+from t2v_unlearn.encoders.prompts import resolve_concepts, spelling_variants
+from t2v_unlearn.eval.attacks import PROMPT_ATTACKS, attack_prompts, base_concept, parse_attacks
+from t2v_unlearn.eval.suites import load_suite
+
+
+@pytest.mark.parametrize("family", PROMPT_ATTACKS)
+def test_every_attack_family_differs_from_every_template(image_pipe, family):
+    suite = load_suite("tinyworld")
+    for concept in suite.concepts.values():
+        prompts = attack_prompts(concept, family, count=8)
+        assert prompts, (concept.name, family)
+        trained = set(resolve_concepts([concept.name], None, image_pipe.tokenizer)[0].prompts)
+        assert not set(prompts) & (set(concept.prompts) | trained), (concept.name, family)
+
+
+def test_misspellings_are_not_the_ones_erase_trains_on():
+    suite = load_suite("tinyworld")
+    zorbo = suite.concepts["zorbo"]
+    trained = {v.lower() for seed in range(8) for v in spelling_variants("zorbo", seed=seed)}
+    words = {w for p in attack_prompts(zorbo, "misspellings") for w in p.split()}
+    assert words and not words & trained and "zorbo" not in words
+
+
+def test_spelling_variants_are_deterministic_and_never_the_word():
+    assert spelling_variants("striped", seed=3) == spelling_variants("striped", seed=3)
+    assert "striped" not in spelling_variants("striped", seed=3)
+
+
+def test_attack_names_are_validated():
+    assert parse_attacks("synonyms, paraphrases") == ["synonyms", "paraphrases"]
+    assert base_concept("zorbo~synonyms") == "zorbo"
+    with pytest.raises(ValueError, match="unknown attack"):
+        parse_attacks("synonyms,jailbreak")
