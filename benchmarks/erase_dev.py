@@ -99,6 +99,7 @@ def main():
     parser.add_argument("--seeds", type=int, default=2)
     parser.add_argument("--steps", type=int, default=25)
     parser.add_argument("--detector", default="tinyworld")
+    parser.add_argument("--others", type=int, default=2, help="retained concepts scored per other category")
     parser.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "erase_dev.json"))
     args = parser.parse_args()
 
@@ -124,8 +125,10 @@ def main():
             result = erase_concept(pipe, [concept], config, progress=False, shots=shots)
             shots = shots or result.shots
             pipe.text_encoder = result.text_encoder
+            same = [n for n in taxonomy.names(category) if n != concept]
+            other = [n for c in ("object", "style", "id") if c != category for n in taxonomy.names(c)[: args.others]]
             try:
-                after = hit_rates(detector, pipe, plan, seeds, args.steps)
+                after = hit_rates(detector, pipe, {n: plan[n] for n in (concept, *same, *other)}, seeds, args.steps)
             finally:
                 pipe.text_encoder = original
             specs = resolve_concepts([concept], None, pipe.tokenizer)
@@ -138,8 +141,6 @@ def main():
                 names = [n for n in names if before[n].sum() > 0]
                 return float(sum(after[n].sum() for n in names) / sum(before[n].sum() for n in names))
 
-            same = [n for n in taxonomy.names(category) if n != concept]
-            other = [c.name for c in taxonomy.concepts if c.category != category]
             entry = {
                 "steps": result.steps,
                 "stopped_by": result.stopped_by,

@@ -1,13 +1,15 @@
-"""Does erasing work on TinyWorld? One concept per category, plain vs regularised vs LoRA, images and videos.
+"""Does erasing work on TinyWorld? One concept per category, default vs previous default, images and videos.
 
-    python benchmarks/erase_efficacy.py [--concepts zorbo star striped] [--variants regularised plain lora] [--full]
+    python benchmarks/erase_efficacy.py [--concepts zorbo star striped] [--variants default previous-default] [--full]
 
-For each concept and variant: `erase_concept` with the defaults (the regularised variant is the default;
-plain sets preserve_weight=0), then `evaluate` (the frame-level M-Score of t2v_unlearn.eval) on images and
-videos with the TinyWorld suite (--quick plan unless --full). All runs share one generation folder, so the
-original model's samples are generated once. Prints a table and writes
-benchmarks/results/erase_efficacy.json. Goal (issue "Erase"): the target under 5% of frames in images and
-videos, the other concepts keeping at least 90% of their original hit rate.
+For each concept and variant (`default`: today's EraseConfig; `previous-default`: gradient ascent with the
+loss-ratio rule and no synonym/misspelling prompts, as before the anchor objective; `plain`: no preservation
+term; `lora`), `erase_concept`, then `evaluate` (the frame-level M-Score of t2v_unlearn.eval) on images and
+videos with the TinyWorld suite (--quick plan unless --full) and the prompt attacks (synonyms, misspellings,
+paraphrases). All runs share one generation folder, so the original model's samples are generated once.
+Prints a table and writes benchmarks/results/erase_efficacy.json. Targets (issue "Erasure that holds"):
+concept prompts under 5% of images and video frames, attack prompts under 10%, retention at least 95% (same
+category 90%).
 """
 
 from __future__ import annotations
@@ -25,7 +27,13 @@ from t2v_unlearn.eval.evaluate import EvalConfig, evaluate
 from t2v_unlearn.pipelines import load_pipeline
 
 ROOT = Path(__file__).resolve().parent.parent
-VARIANTS = {"regularised": {}, "plain": {"preserve_weight": 0.0}, "lora": {"trainable": "lora"}}
+VARIANTS = {
+    "default": {},
+    "previous-default": {"objective": "ascent", "variants": False, "shot_sampler": "pipeline", "shot_steps": 25},
+    "plain": {"preserve_weight": 0.0},
+    "lora": {"trainable": "lora"},
+}
+ATTACKS = ["synonyms", "misspellings", "paraphrases"]
 
 
 def fmt(estimate: dict) -> str:
@@ -37,7 +45,7 @@ def target_rates(metrics: dict, kind: str, concept: str) -> tuple[float, float]:
     return entry["original"]["m_score"]["value"], entry["unlearned"]["m_score"]["value"]
 
 
-def transfer_table(results: dict, variant: str = "regularised") -> list[str]:
+def transfer_table(results: dict, variant: str = "default") -> list[str]:
     """Erased on the image model, measured on images and on video frames: one row per concept and kind."""
     rows = ["| concept | measured on | hit rate before -> after | erasure | retention, same category | "
             "retention, other categories | retention, all | harmonic mean |",
@@ -58,7 +66,7 @@ def transfer_table(results: dict, variant: str = "regularised") -> list[str]:
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--concepts", nargs="+", default=["zorbo", "star", "striped"])
-    parser.add_argument("--variants", nargs="+", default=["regularised", "plain"], choices=list(VARIANTS))
+    parser.add_argument("--variants", nargs="+", default=["default", "previous-default"], choices=list(VARIANTS))
     parser.add_argument("--full", action="store_true", help="the full suite instead of the --quick plan")
     parser.add_argument("--work", default=str(ROOT / "runs" / "efficacy"), help="checkpoints and samples")
     parser.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "erase_efficacy.json"))
@@ -79,16 +87,19 @@ def main():
             seconds = time.perf_counter() - start
             folder = save_checkpoint(work / "checkpoints" / f"{concept}-{variant}", result, pipe.text_encoder,
                                      pipe.tokenizer, config, "tinyworld", result.timings, overwrite=True)  # fmt: skip
-            metrics, _ = evaluate(EvalConfig(text_encoder=str(folder), quick=not args.full, progress=False),
-                                  work / "samples")  # fmt: skip
-            entry = {"steps": result.steps, "stopped_by": result.stopped_by, "erase_seconds": round(seconds, 1)}
+            metrics, _ = evaluate(EvalConfig(text_encoder=str(folder), quick=not args.full, progress=False,
+                                             attacks=ATTACKS), work / "samples")  # fmt: skip
+            entry = {"steps": result.steps, "stopped_by": result.stopped_by, "erase_seconds": round(seconds, 1),
+                     "attacks": metrics["attacks"], "collateral_encoder": metrics["collateral_encoder"]}  # fmt: skip
             for kind in ("image", "video"):
                 before, after = target_rates(metrics, kind, concept)
                 entry[kind] = {
                     "target_before": before,
                     "target_after": after,
                     **{k: metrics[kind][k] for k in ("erasure", "retention", "retention_same_category",
-                                                     "retention_other_categories", "harmonic_mean")},
+                                                     "retention_other_categories", "harmonic_mean", "floor",
+                                                     "collateral", "notes")},
+                    "target_after_interval": metrics[kind]["concepts"][concept]["unlearned"]["m_score"],
                 }  # fmt: skip
             results[f"{concept}/{variant}"] = entry
             row = (

@@ -1,4 +1,4 @@
-"""The `t2v-unlearn` command: erase, generate, eval, inspect, concepts.
+"""The `t2v-unlearn` command: erase, generate, eval, inspect, export, concepts.
 
 t2v-unlearn erase --concept zorbo --out zorbo-erased
 t2v-unlearn generate --kind video --prompt "zorbo moving left" --text-encoder zorbo-erased
@@ -225,6 +225,19 @@ def cmd_erase(args) -> int:
     return 0
 
 
+# --- export -----------------------------------------------------------------------------------------------------
+
+
+def cmd_export(args) -> int:
+    from .encoders.export import export_checkpoint, format_summary
+
+    summary = export_checkpoint(args.checkpoint, args.format, args.out, layout=args.layout, rank=args.rank,
+                                merge_into=args.merge_into, model=args.model, overwrite=args.overwrite,
+                                force=args.force)  # fmt: skip
+    print(format_summary(summary))
+    return 0
+
+
 # --- main -------------------------------------------------------------------------------------------------------
 
 
@@ -248,8 +261,11 @@ def build_parser() -> argparse.ArgumentParser:
                    help="write a before/after preview for the image and the video model (default: on)")  # fmt: skip
     p.add_argument("--preview-steps", type=int, default=PREVIEW_STEPS,
                    help="denoising steps of the preview's samples (multistep solver)")  # fmt: skip
-    p.add_argument("--preview-video", action="store_true",
-                   help="the preview also shows videos of the erased concepts (costs about as much as the erase)")
+    p.add_argument(
+        "--preview-video",
+        action="store_true",
+        help="the preview also shows videos of the erased concepts (costs about as much as erasing)",
+    )
     p.add_argument("--video-model", help="video pipeline for the preview (default: tinyworld's, for tinyworld)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     _add_model_args(p, model_default=None)
@@ -274,6 +290,24 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("concepts", help="list the concept taxonomy: category, name, synonyms (tab-separated)")
     p.add_argument("--model", default="tinyworld")
     p.set_defaults(func=cmd_concepts)
+
+    from .encoders.export import FORMATS, LAYOUTS
+
+    p = sub.add_parser("export", help="write a checkpoint's encoder for Automatic1111, ComfyUI or as a diffusers LoRA")
+    p.add_argument("checkpoint", help="an encoder checkpoint folder from `erase`")
+    p.add_argument("--format", required=True, choices=FORMATS,
+                   help="a1111: original-checkpoint keys; comfyui: a Load CLIP file; diffusers-lora")  # fmt: skip
+    p.add_argument("--out", required=True, help="output folder: the file, export.json and a README on loading it")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing --out written by t2v-unlearn")
+    p.add_argument("--layout", default="auto", choices=LAYOUTS,
+                   help="a1111 keys: sd1 (CLIP) or sd2 (OpenCLIP); auto: quick_gelu is sd1, gelu sd2")  # fmt: skip
+    p.add_argument("--merge-into", metavar="BASE.safetensors",
+                   help="a1111: a full model: this original-format base, text encoder replaced")  # fmt: skip
+    p.add_argument("--rank", type=int, default=8, help="diffusers-lora: rank of a LoRA computed from the delta")
+    p.add_argument("--model", help="the base model (default: unlearn.json's base_model)")
+    p.add_argument("--force", action="store_true",
+                   help="skip the fingerprint checks (altered weights, a base with another encoder)")  # fmt: skip
+    p.set_defaults(func=cmd_export)
 
     try:
         from .eval.cli import add_eval_arguments, run_eval

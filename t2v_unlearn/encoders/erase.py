@@ -25,6 +25,7 @@ from PIL import Image
 from tqdm.auto import tqdm
 from transformers import CLIPTextModel
 
+from .embedding import concept_token_ids, token_offset
 from .prompts import ConceptSpec, resolve_concepts, retain_prompts
 from .trainable import LORA_TARGET_MODULES, TRAINABLE_PRESETS, trainable_parameter_names
 
@@ -48,6 +49,15 @@ class EraseConfig:
         metadata={"help": "what the concept becomes (--to): another concept; default a generic anchor per category"},
     )  # fmt: skip
     synonyms: tuple[str, ...] = field(default=(), metadata={"help": "more names of the concept to erase too"})
+    robust: bool = field(
+        default=False,
+        metadata={"help": "adversarial erasing (AdvUnlearn, Zhang et al. 2024): each step, an inner attack moves the "
+                          "concept token's input embedding to bring the concept back, and the step erases under it"},
+    )  # fmt: skip
+    robust_steps: int = field(default=2, metadata={"help": "inner attack steps per optimisation step (--robust)"})
+    robust_lr: float = field(
+        default=0.1, metadata={"help": "inner attack step, as a share of a token embedding's length (--robust)"}
+    )
     variants: bool = field(default=True, metadata={"help": "train on synonyms and spelling variants too"})
     trainable: str = field(default="ffn+last-attn", metadata={"help": f"which parameters train: {TRAINABLE_PRESETS}"})
     last_k: int = field(default=1, metadata={"help": "layers trained by the last-k preset"})
@@ -108,6 +118,10 @@ class EraseConfig:
             raise ValueError(f"objective must be one of {OBJECTIVES}, got {self.objective!r}")
         if self.stop_rule == "auto":
             self.stop_rule = "anchor-distance" if self.objective == "anchor" else "loss-ratio"
+        if self.robust and self.objective != "anchor":
+            raise ValueError("--robust needs the anchor objective (it erases under the attack toward the anchor)")
+        if self.robust_steps < 1 or not self.robust_lr > 0:
+            raise ValueError("robust_steps must be at least 1 and robust_lr positive")
         if self.stop_rule == "anchor-distance" and self.objective != "anchor":
             raise ValueError("stop_rule 'anchor-distance' needs objective 'anchor'")
         if not 0 <= self.anchor_ratio < 1:
@@ -230,6 +244,24 @@ def anchor_loss(unet, scheduler, latents, noise, timesteps, hidden_states, ancho
     return F.mse_loss(pred, target)
 
 
+def _inner_attack(model, tokenizer, unet, scheduler, prompts, latents, noise, timesteps, concept_ids, start,
+                  config) -> torch.Tensor:  # fmt: skip
+    """AdvUnlearn's inner step: signed-gradient descent of the denoising loss on the concept's shots over an offset of
+    the concept token's input embedding (the attacker's handle), from `start`; the encoder is not updated here."""
+    offset = start.detach().clone()
+    scale = model.get_input_embeddings().weight.detach().norm(dim=-1).mean()  # a token embedding's length
+    step = config.robust_lr * scale / offset.numel() ** 0.5  # per coordinate: robust_lr of a token's length per step
+    for _ in range(config.robust_steps):
+        offset.requires_grad_(True)
+        with token_offset(model, concept_ids, offset):
+            hidden = _encode(model, tokenizer, prompts)
+        loss = denoising_loss(unet, scheduler, latents, noise, timesteps, hidden)
+        (grad,) = torch.autograd.grad(loss, offset)
+        offset = (offset - step * grad.sign()).detach()
+        offset = offset * torch.clamp(scale / offset.norm().clamp_min(1e-12), max=1.0)  # at most a token's length
+    return offset
+
+
 def _encode(text_encoder, tokenizer, prompts: list[str]) -> torch.Tensor:
     ids = tokenizer(
         prompts, padding="max_length", max_length=tokenizer.model_max_length, truncation=True, return_tensors="pt"
@@ -346,9 +378,10 @@ def _erase(pipe, concepts, config: EraseConfig, progress: bool, shots) -> EraseR
     with torch.no_grad():
         kept = retain_prompts(specs, config.seed)
         kept_targets = _encode(base_encoder, tokenizer, kept).float() if config.preserve_weight > 0 else None
-        anchor_hidden = None
+        anchor_hidden = concept_hidden = None
         if config.objective == "anchor":
             anchor_hidden = [_encode(base_encoder, tokenizer, list(spec.anchor_prompts)).float() for spec in specs]
+            concept_hidden = [_encode(base_encoder, tokenizer, list(spec.prompts)).float() for spec in specs]
         if check:
             check_t = torch.linspace(0, num_train_timesteps - 1, config.eval_timesteps + 2)[1:-1].long()
             check_latents = latents.repeat_interleave(len(check_t), 0)
@@ -372,6 +405,8 @@ def _erase(pipe, concepts, config: EraseConfig, progress: bool, shots) -> EraseR
 
     # 4. the objective on the concept's prompts, until the stop rule fires
     start = time.perf_counter()
+    concept_ids = sorted({i for spec in specs for i in concept_token_ids(tokenizer, spec.name)})
+    attack = torch.zeros(model.get_input_embeddings().weight.shape[1], device=device)  # warm-started across steps
     stopped_by, step, first, running = "max_steps", 0, [], None
     names = ", ".join(s.name for s in specs)
     bar = tqdm(total=config.max_steps, desc=f"erasing {names}", disable=not progress, unit="step")
@@ -386,9 +421,15 @@ def _erase(pipe, concepts, config: EraseConfig, progress: bool, shots) -> EraseR
         timesteps = torch.randint(0, num_train_timesteps, (len(batch),), generator=generator).to(device)
         hidden = _encode(model, tokenizer, prompts)
         if anchor_hidden is not None:
-            objective = anchor_loss(unet, scheduler, batch, noise, timesteps, hidden,
-                                    torch.stack([anchor_hidden[c][i] for c, i in picks]))  # fmt: skip
+            anchors = torch.stack([anchor_hidden[c][i] for c, i in picks])
+            objective = anchor_loss(unet, scheduler, batch, noise, timesteps, hidden, anchors)
             loss = objective
+            if config.robust:  # erase under the attack too: the attacked prompts must also land on the anchor
+                attack = _inner_attack(model, tokenizer, unet, scheduler, prompts, batch, noise, timesteps,
+                                       concept_ids, attack, config)  # fmt: skip
+                with token_offset(model, concept_ids, attack):
+                    attacked = _encode(model, tokenizer, prompts)
+                loss = loss + anchor_loss(unet, scheduler, batch, noise, timesteps, attacked, anchors)
         else:
             objective = denoising_loss(unet, scheduler, batch, noise, timesteps, hidden)
             loss = -objective
@@ -408,8 +449,11 @@ def _erase(pipe, concepts, config: EraseConfig, progress: bool, shots) -> EraseR
             first.append(value) if len(first) < 3 else None
             running = value if running is None else 0.7 * running + 0.3 * value
             ratio = running / max(float(np.mean(first)), 1e-12)
+            with torch.no_grad():  # the same distance in the encoder's output space: free and free of timestep noise
+                start_hidden = torch.stack([concept_hidden[c][i] for c, i in picks])
+                text_ratio = (F.mse_loss(hidden.float(), anchors) / F.mse_loss(start_hidden, anchors).clamp_min(1e-12))
             history.append({"step": step, "anchor_loss": value, "distance_ratio": ratio,
-                            "preserve_loss": preserve.item()})  # fmt: skip
+                            "text_ratio": text_ratio.item(), "preserve_loss": preserve.item()})  # fmt: skip
             bar.set_postfix(distance=f"{ratio:.3f}")
             if config.stop_rule == "anchor-distance" and step >= 3 and ratio <= config.anchor_ratio:
                 stopped_by = "anchor_distance"

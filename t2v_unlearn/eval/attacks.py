@@ -14,7 +14,7 @@ from __future__ import annotations
 from ..encoders.prompts import spelling_variants
 
 PROMPT_ATTACKS = ("synonyms", "misspellings", "paraphrases")
-ATTACKS = PROMPT_ATTACKS
+ATTACKS = (*PROMPT_ATTACKS, "embedding")  # embedding: textual inversion, in embedding_attack.py
 SEPARATOR = "~"  # a row's concept "zorbo~synonyms": the target, scored with its own label set
 PARAPHRASES = (
     "here is {c} drawn in the middle of the picture",

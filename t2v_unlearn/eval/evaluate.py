@@ -432,6 +432,9 @@ def evaluate(config: EvalConfig, root: Path, gallery_concepts: int = 2) -> tuple
             metrics["video_mp4"] = kind_metrics(pairs, categories, targets, config.bootstrap_resamples, config.seed)
     if config.attacks:
         metrics["attacks"] = attack_metrics(scores, attack_plan, targets, config)
+    if "embedding" in config.attacks and config.text_encoder is not None:
+        metrics.setdefault("attacks", {})["embedding"] = embedding_attack_metrics(config, suite, targets, detector,
+                                                                                  plans)  # fmt: skip
     if config.text_encoder is not None:
         retained_prompts = sorted({p for kind, (concepts, prompts, _) in plans.items() for c in concepts
                                    if c not in targets for p in prompts[c]})  # fmt: skip
@@ -444,7 +447,7 @@ def evaluate(config: EvalConfig, root: Path, gallery_concepts: int = 2) -> tuple
 def attack_metrics(scores: dict, attack_plan: dict, targets: list[str], config: EvalConfig) -> dict:
     """Per attack family and kind: the erased concepts' hit rate under the unlearned (leakage) and original model."""
     out = {}
-    for family in config.attacks:
+    for family in [a for a in config.attacks if a in PROMPT_ATTACKS]:
         entry = {}
         for kind, plan in attack_plan.items():
             names = [attack_concept(t, family) for t in targets if attack_concept(t, family) in plan and plan[
@@ -458,6 +461,47 @@ def attack_metrics(scores: dict, attack_plan: dict, targets: list[str], config: 
             entry[kind] = {"leakage": pooled[UNLEARNED], "original": pooled[ORIGINAL],
                            "prompts": {name: list(plan[name]) for name in names}}  # fmt: skip
         out[family] = entry
+    return out
+
+
+def embedding_attack_metrics(config: EvalConfig, suite: Suite, targets: list[str], detector, plans: dict) -> dict:
+    """Textual inversion against the unlearned encoder and, as the control, the original: recovery per kind.
+
+    The token is inverted once per encoder on the image pipeline (its UNet, the 4 shots, 200 steps) and then used
+    for images and for videos of the target's suite prompts and seeds.
+    """
+    from ..pipelines.load import load_pipeline
+    from .embedding_attack import EmbeddingAttackConfig, generate_attacked, invert_concept
+
+    attack = EmbeddingAttackConfig(seed=config.seed)
+    encoders = ((ORIGINAL, None), (UNLEARNED, config.text_encoder))
+    pipes = {encoder: load_pipeline("image", config.model_for("image"), device=config.device, progress=False,
+                                    text_encoder=path) for encoder, path in encoders}  # fmt: skip
+    offsets = {}
+    for encoder, pipe in pipes.items():
+        for target in tqdm(targets, desc=f"inverting ({encoder} encoder)", disable=not config.progress):
+            offsets[(encoder, target)] = invert_concept(pipe, pipe.text_encoder, target, attack)[0]
+    out = {"budget": asdict(attack)}
+    for kind, (_, prompts, seeds) in plans.items():
+        figures = {}
+        for encoder, path in encoders:
+            pipe = pipes[encoder] if kind == "image" else load_pipeline(
+                "video", config.model_for("video"), device=config.device, progress=False, text_encoder=path)
+            pipe.set_progress_bar_config(disable=True)
+            rates = []
+            for target in targets:
+                entry = suite.concepts[target]
+                samples = generate_attacked(pipe, pipe.text_encoder, target, offsets[(encoder, target)],
+                                            [p for p in prompts[target] for _ in seeds], seeds * len(prompts[target]),
+                                            config.steps, config.guidance,
+                                            config.num_frames if kind == "video" else None)  # fmt: skip
+                hits, _ = score_frames(detector, entry, suite.detector_templates[entry.category], list(samples),
+                                       config.frames_scored)  # fmt: skip
+                rates.append(np.array([M.video_frame_rate(h) for h in hits]).reshape(len(prompts[target]), len(seeds)))
+            figures[encoder] = M.cluster_bootstrap(np.concatenate(rates), M.m_score, config.bootstrap_resamples,
+                                                   config.seed)  # fmt: skip
+        out[kind] = {"leakage": figures[UNLEARNED], "original": figures[ORIGINAL],
+                     "prompts": {t: ["<inverted token> in: " + p for p in prompts[t]] for t in targets}}  # fmt: skip
     return out
 
 

@@ -501,6 +501,8 @@ def stage_export(args, tokenizer, record):
     video.save_pretrained(tmp / "video")
     evaluator.save_pretrained(tmp / "evaluator")
     tokenizer.save_pretrained(tmp / "evaluator")
+    if (work / "classifier" / "final").is_dir():  # the detector (tinyworld/classifier.py)
+        shutil.copytree(work / "classifier" / "final", tmp / "classifier")
     # the evaluator reads 64x64 pixels scaled to [-1, 1]: say so the way CLIPImageProcessor reads it
     preprocessor = {
         "image_processor_type": "CLIPImageProcessor",

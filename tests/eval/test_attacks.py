@@ -33,3 +33,20 @@ def test_attack_names_are_validated():
     assert base_concept("zorbo~synonyms") == "zorbo"
     with pytest.raises(ValueError, match="unknown attack"):
         parse_attacks("synonyms,jailbreak")
+
+
+def test_the_token_offset_moves_only_the_concept_and_goes_away(image_pipe):
+    import torch
+
+    from t2v_unlearn.encoders.embedding import concept_token_ids, token_offset
+    from t2v_unlearn.encoders.erase import _encode
+
+    encoder, tokenizer = image_pipe.text_encoder, image_pipe.tokenizer
+    prompts = ["a picture of zorbo", "a picture of plimka"]
+    with torch.no_grad():
+        before = _encode(encoder, tokenizer, prompts)
+        with token_offset(encoder, concept_token_ids(tokenizer, "zorbo"), torch.ones(encoder.config.hidden_size)):
+            during = _encode(encoder, tokenizer, prompts)
+        after = _encode(encoder, tokenizer, prompts)
+    assert not torch.allclose(during[0], before[0]) and torch.equal(during[1], before[1])
+    assert torch.equal(after, before)
