@@ -71,21 +71,21 @@ class EraseConfig:
     )  # fmt: skip
     shot_guidance: float = field(default=6.0, metadata={"help": "guidance scale for generating the shots"})
     batch_size: int = field(default=4, metadata={"help": "shots per optimisation step"})
-    lr: float = field(default=2e-4, metadata={"help": "Adam learning rate"})
+    lr: float = field(default=1e-3, metadata={"help": "Adam learning rate"})
     betas: tuple[float, float] = field(default=(0.9, 0.98), metadata={"help": "Adam betas (published values)"})
     adam_eps: float = field(default=1e-6, metadata={"help": "Adam epsilon (published value)"})
     weight_decay: float = field(default=1e-8, metadata={"help": "Adam weight decay (published value)"})
-    max_steps: int = field(default=200, metadata={"help": "hard cap on optimisation steps"})
+    max_steps: int = field(default=20, metadata={"help": "cap on optimisation steps (the default budget)"})
     stop_rule: str = field(
         default="auto",
-        metadata={"help": "'anchor-distance' (anchor objective, free: the running anchor loss reaches anchor_ratio "
-                          "of its start), 'loss-ratio' (ascent; see stop_ratio), 'max-steps', or 'auto' (the one "
-                          "that fits the objective)"},
+        metadata={"help": "'anchor-distance' (anchor objective, free: the concept prompts' encodings come within "
+                          "anchor_ratio of their start distance to the anchor prompts'), 'loss-ratio' (ascent; see "
+                          "stop_ratio), 'max-steps', or 'auto' (the one that fits the objective)"},
     )  # fmt: skip
     anchor_ratio: float = field(
-        default=0.05,
-        metadata={"help": "anchor-distance rule: stop once the running mean of the anchor loss falls to this "
-                          "fraction of its first value"},
+        default=0.2,
+        metadata={"help": "anchor-distance rule: stop once the running mean of the squared distance between the "
+                          "concept's and the anchor's prompt encodings falls to this share of where it started"},
     )  # fmt: skip
     stop_ratio: float = field(
         default=1.15,
@@ -445,17 +445,20 @@ def _erase(pipe, concepts, config: EraseConfig, progress: bool, shots) -> EraseR
         bar.update(1)
         value = objective.item()
         if config.objective == "anchor":
-            # anchor-distance: the running anchor loss against the mean of the first steps' (before much moved)
+            # anchor-distance: how far the concept prompts' encodings still are from the anchor prompts' (in the
+            # encoder's output space, so free and without the timestep noise of the UNet loss), as a share of where
+            # they started; a running mean over steps, since each step sees other prompts
             first.append(value) if len(first) < 3 else None
-            running = value if running is None else 0.7 * running + 0.3 * value
-            ratio = running / max(float(np.mean(first)), 1e-12)
-            with torch.no_grad():  # the same distance in the encoder's output space: free and free of timestep noise
+            with torch.no_grad():
                 start_hidden = torch.stack([concept_hidden[c][i] for c, i in picks])
                 text_ratio = (F.mse_loss(hidden.float(), anchors) / F.mse_loss(start_hidden, anchors).clamp_min(1e-12))
-            history.append({"step": step, "anchor_loss": value, "distance_ratio": ratio,
-                            "text_ratio": text_ratio.item(), "preserve_loss": preserve.item()})  # fmt: skip
-            bar.set_postfix(distance=f"{ratio:.3f}")
-            if config.stop_rule == "anchor-distance" and step >= 3 and ratio <= config.anchor_ratio:
+            running = text_ratio.item() if running is None else 0.5 * running + 0.5 * text_ratio.item()
+            unet_ratio = value / max(float(np.mean(first)), 1e-12)
+            history.append({"step": step, "anchor_loss": value, "unet_ratio": unet_ratio,
+                            "text_ratio": text_ratio.item(), "distance_ratio": running,
+                            "preserve_loss": preserve.item()})  # fmt: skip
+            bar.set_postfix(distance=f"{running:.3f}")
+            if config.stop_rule == "anchor-distance" and step >= 3 and running <= config.anchor_ratio:
                 stopped_by = "anchor_distance"
                 break
         elif check and (step % config.check_every == 0 or step == config.max_steps):

@@ -48,7 +48,9 @@ def zorbo_erased(image_pipe):
 
 
 def test_erasing_a_character_removes_it_and_keeps_another(image_pipe, detector, zorbo_erased):
-    assert zorbo_erased.stopped_by == "anchor_distance" and 3 <= zorbo_erased.steps < EraseConfig().max_steps
+    assert zorbo_erased.steps >= 3  # the rule cannot fire at once
+    # the concept's encodings came closer to the anchor's (a flipped objective moves them away)
+    assert zorbo_erased.history[-1]["distance_ratio"] < 0.6
     before = id_hits(image_pipe, detector, "zorbo", "zorbo")
     after = id_hits(image_pipe, detector, "zorbo", "zorbo", zorbo_erased.text_encoder)
     assert before.mean() >= 0.75, "the base model should draw zorbo for these prompts"
@@ -75,4 +77,7 @@ def test_to_target_makes_the_target_appear(image_pipe, detector):
     assert result.concepts[0].anchor == "plimka"
     before = id_hits(image_pipe, detector, "zorbo", "plimka")
     after = id_hits(image_pipe, detector, "zorbo", "plimka", result.text_encoder)
-    assert before.mean() <= 0.125 and after.mean() >= 0.5, (before.mean(), after.mean())
+    own = id_hits(image_pipe, detector, "plimka", "plimka")  # how often the model draws plimka when asked for it
+    assert before.mean() <= 0.125 and own.mean() >= 0.25, (before.mean(), own.mean())
+    assert after.mean() >= 0.75 * own.mean(), (after.mean(), own.mean())
+    assert id_hits(image_pipe, detector, "zorbo", "zorbo", result.text_encoder).mean() <= 0.125

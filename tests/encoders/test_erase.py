@@ -165,3 +165,23 @@ def test_encoder_checkpointing_gives_the_same_encoder(image_pipe):
     state = recomputed.state_dict()
     assert any(not torch.equal(state[k], image_pipe.text_encoder.state_dict()[k]) for k in state)
     assert all(torch.allclose(plain[k], state[k], atol=1e-6) for k in plain)
+
+
+def test_robust_mode_erases_under_an_inner_attack(image_pipe):
+    plain = erase_concept(image_pipe, ["zorbo"], EraseConfig(**FAST), progress=False)
+    robust = erase_concept(image_pipe, ["zorbo"], EraseConfig(**FAST, robust=True), progress=False)
+    a, b = plain.text_encoder.state_dict(), robust.text_encoder.state_dict()
+    assert any(not torch.equal(a[k], b[k]) for k in a)  # the attacked prompts' term moved the encoder differently
+    with pytest.raises(ValueError, match="anchor objective"):
+        EraseConfig(robust=True, objective="ascent")
+
+
+def test_anchor_prompts_replace_the_concept_and_its_variants(image_pipe):
+    from t2v_unlearn.encoders.prompts import resolve_concepts
+
+    spec = resolve_concepts(["zorbo"], None, image_pipe.tokenizer, anchor="plimka")[0]
+    assert len(spec.prompts) == len(spec.anchor_prompts) and spec.anchor == "plimka"
+    assert any("zorby" in p for p in spec.prompts)  # the synonym
+    assert all("plimka" in a and "zorb" not in a.lower() for a in spec.anchor_prompts)
+    with pytest.raises(ValueError, match="the concept itself"):
+        resolve_concepts(["zorbo"], None, image_pipe.tokenizer, anchor="zorbo")
