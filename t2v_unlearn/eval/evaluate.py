@@ -392,7 +392,7 @@ def evaluate(config: EvalConfig, root: Path, gallery_concepts: int = 2) -> tuple
         rows += make_rows(kind, config.model_for(kind), encoders, prompts, plans[kind][2])
         count = len(next(iter(prompts.values())))
         attack_plan[kind] = {attack_concept(t, family): tuple(attack_prompts(suite.concepts[t], family, count))
-                             for t in targets for family in config.attacks}  # fmt: skip
+                             for t in targets for family in config.attacks if family in PROMPT_ATTACKS}  # fmt: skip
         rows += make_rows(kind, config.model_for(kind), encoders, attack_plan[kind], plans[kind][2])
     generation = GenerationConfig(
         steps=config.steps, guidance=config.guidance, num_frames=config.num_frames, device=config.device,
@@ -425,7 +425,7 @@ def evaluate(config: EvalConfig, root: Path, gallery_concepts: int = 2) -> tuple
         }  # fmt: skip
         gallery[kind] = gallery_items(pairs, prompts, seeds)
         if kind == "video" and config.score_decoded:  # METHOD.md §3: score decoded files separately
-            video_rows = [r for r in rows if r.kind == "video"]
+            video_rows = [r for r in rows if r.kind == "video" and r.concept in concepts]  # attack rows aside
             decoded = score_rows(video_rows, root, detector, suite, progress=config.progress, decoded=True,
                                  frames_scored=config.frames_scored)  # fmt: skip
             pairs = {c: (decoded[(kind, ORIGINAL, c)], decoded[(kind, UNLEARNED, c)]) for c in concepts}

@@ -21,8 +21,9 @@ def _parse(argv):
 @pytest.fixture
 def checkpoint(tiny_pipelines, tmp_path):
     """A hand-made encoder checkpoint: the tiny pipeline's encoder with perturbed feed-forward weights."""
-    fingerprint = pytest.importorskip("t2v_unlearn.encoders.fingerprint")
     from transformers import CLIPTextModel, CLIPTokenizer
+
+    from t2v_unlearn.encoders import fingerprint
 
     base = CLIPTextModel.from_pretrained(tiny_pipelines / "image" / "text_encoder")
     tokenizer = CLIPTokenizer.from_pretrained(tiny_pipelines / "image" / "tokenizer")
@@ -48,7 +49,7 @@ def test_eval_generates_scores_and_reports_a_checkpoint(checkpoint, tiny_clip_di
     out = tmp_path / "results"
     argv = ["--text-encoder", str(checkpoint), "--quick", "--steps", "2", "--num-frames", "3", "--suite", "tinyworld",
             "--detector", str(tiny_clip_dir), "--bootstrap-resamples", "200", "--no-progress",
-            "--out", str(out)]  # fmt: skip
+            "--attacks", "synonyms,misspellings,paraphrases", "--out", str(out)]  # fmt: skip
     assert run_eval(_parse(argv)) == 0, capsys.readouterr().err
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["targets"] == ["zorbo"]  # from unlearn.json
@@ -62,6 +63,17 @@ def test_eval_generates_scores_and_reports_a_checkpoint(checkpoint, tiny_clip_di
         assert concepts["zorbo"]["n_prompts"] == 4 and concepts["zorbo"]["n_seeds"] == n_seeds
         assert concepts["zorbo"]["frames_per_video"] == (1 if kind == "image" else 3)
         assert metrics[kind]["erasure"]["n"] == 4 * n_seeds
+        # the honesty figures: the floor of every scored concept, the collateral distance, a note on 4 prompts
+        assert set(metrics[kind]["floor"]) == set(concepts)
+        assert all(0 <= f["value"] <= 1 and f["n"] > 0 for f in metrics[kind]["floor"].values())
+        assert metrics[kind]["collateral"]["sample_distance"]["value"] > 0
+        assert any("only 4 prompt" in note for note in metrics[kind]["notes"])
+    assert metrics["collateral_encoder"]["mean_squared_difference"] > 0
+    for family in ("synonyms", "misspellings", "paraphrases"):
+        for kind in ("image", "video"):
+            entry = metrics["attacks"][family][kind]
+            assert set(entry["leakage"]) == {"value", "low", "high", "n"} and entry["leakage"]["n"] > 0
+            assert not set(entry["prompts"]["zorbo~" + family]) & set(metrics["config"]["concepts"])
     # the same videos scored again after an H.264 round trip, from real mp4 files
     assert set(metrics["video_mp4"]["erasure"]) == {"value", "low", "high", "n"}
     assert metrics["video_mp4"]["erasure"]["n"] == metrics["video"]["erasure"]["n"]
@@ -72,6 +84,7 @@ def test_eval_generates_scores_and_reports_a_checkpoint(checkpoint, tiny_clip_di
     unlearned = np.load(unlearned_dir / "zorbo/p00_s0.npy")
     assert original.shape == (1, 32, 32, 3) and not np.array_equal(original, unlearned)
     report = (out / "report.html").read_text()
+    assert "False-hit floor" in report and "<h2>Attacks</h2>" in report and "Collateral, without a detector" in report
     assert report.count("data:image/png;base64,") >= 8 and report.count("data:image/gif;base64,") >= 4
     assert json.loads((out / "eval_config.json").read_text())["quick"] is True
     assert not (tmp_path / ".results.partial").exists()
