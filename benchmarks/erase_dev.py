@@ -45,19 +45,18 @@ DEV_TEMPLATES = {
     "object": ["a {colour} {c}", "a small {colour} {c}", "a {c} in {style} style", "a {colour} {c} on a {background} "
                "background", "a picture of a {colour} {c} in {style} style", "a small {c}"],
 }  # fmt: skip
-# the erase variants compared; "ascent-old" is the previous default (before the anchor objective)
+# the erase variants compared: "default" is today's EraseConfig; "ascent-old" the previous default (gradient ascent,
+# loss-ratio rule); "published" the published recipe (10 steps of batch 2, no stop rule, no preservation)
 VARIANTS = {
-    "anchor": {},
-    "anchor-plain": {"variants": False},
-    "anchor-max20": {"stop_rule": "max-steps", "max_steps": 20},
-    "anchor-lr5e-4": {"lr": 5e-4},
-    "anchor-lr1e-3": {"lr": 1e-3},
-    "anchor-lr2e-3": {"lr": 2e-3},
-    "ascent": {"objective": "ascent"},
-    "ascent-old": {"objective": "ascent", "variants": False, "shot_sampler": "pipeline", "shot_steps": 25},
+    "default": {},
+    "lr2e-4": {"lr": 2e-4},
+    "lr5e-4": {"lr": 5e-4},
+    "lr2e-3": {"lr": 2e-3},
+    "no-variants": {"variants": False},
+    "ascent-old": {"objective": "ascent", "variants": False, "shot_sampler": "pipeline", "shot_steps": 25,
+                   "lr": 2e-4, "max_steps": 200},
     "published": {"objective": "ascent", "variants": False, "shot_sampler": "pipeline", "shot_steps": 25,
-                  "stop_rule": "max-steps", "max_steps": 10,
-                  "batch_size": 2, "preserve_weight": 0.0, "lr": 1e-3},
+                  "stop_rule": "max-steps", "max_steps": 10, "batch_size": 2, "preserve_weight": 0.0, "lr": 1e-3},
 }  # fmt: skip
 
 

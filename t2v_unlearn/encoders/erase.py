@@ -71,11 +71,15 @@ class EraseConfig:
     )  # fmt: skip
     shot_guidance: float = field(default=6.0, metadata={"help": "guidance scale for generating the shots"})
     batch_size: int = field(default=4, metadata={"help": "shots per optimisation step"})
-    lr: float = field(default=1e-3, metadata={"help": "Adam learning rate"})
+    lr: float = field(default=2e-4, metadata={"help": "Adam learning rate"})
     betas: tuple[float, float] = field(default=(0.9, 0.98), metadata={"help": "Adam betas (published values)"})
     adam_eps: float = field(default=1e-6, metadata={"help": "Adam epsilon (published value)"})
     weight_decay: float = field(default=1e-8, metadata={"help": "Adam weight decay (published value)"})
-    max_steps: int = field(default=20, metadata={"help": "cap on optimisation steps (the default budget)"})
+    max_steps: int | None = field(
+        default=None,
+        metadata={"help": "cap on optimisation steps; default 20, or 60 with --to (drawing the target takes longer "
+                          "than removing the concept)"},
+    )  # fmt: skip
     stop_rule: str = field(
         default="auto",
         metadata={"help": "'anchor-distance' (anchor objective, free: the concept prompts' encodings come within "
@@ -112,6 +116,8 @@ class EraseConfig:
     )  # fmt: skip
 
     def __post_init__(self):
+        if self.max_steps is None:
+            self.max_steps = 60 if self.anchor else 20
         if self.shot_sampler not in SHOT_SAMPLERS:
             raise ValueError(f"shot_sampler must be one of {SHOT_SAMPLERS}, got {self.shot_sampler!r}")
         if self.objective not in OBJECTIVES:
