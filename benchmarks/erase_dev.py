@@ -49,7 +49,7 @@ DEV_TEMPLATES = {
 # loss-ratio rule); "published" the published recipe (10 steps of batch 2, no stop rule, no preservation)
 VARIANTS = {
     "default": {},
-    "lr2e-4": {"lr": 2e-4},
+    "lr1e-3": {"lr": 1e-3},
     "lr5e-4": {"lr": 5e-4},
     "lr2e-3": {"lr": 2e-3},
     "no-variants": {"variants": False},
