@@ -114,20 +114,20 @@ def main():
             )
             rows.append(row)
             print(row, flush=True)
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    previous = json.loads(out.read_text()) if out.exists() else {}
-    plan = "full" if args.full else "quick"
-    if previous.get("plan") == plan:  # runs of other concepts or variants are kept
-        results = {**previous["results"], **results}
-        rows = [r for r in previous["table"] if r not in rows] + rows
-    summary = {
-        "machine": f"{platform.machine()}, {torch.get_num_threads()} threads",
-        "plan": plan,
-        "results": results,
-        "table": rows,
-    }
-    out.write_text(json.dumps(summary, indent=2, sort_keys=True) + "\n")
+            out = Path(args.out)
+            out.parent.mkdir(parents=True, exist_ok=True)
+            previous = json.loads(out.read_text()) if out.exists() else {}
+            plan = "full" if args.full else "quick"
+            if previous.get("plan") == plan:  # runs of other concepts or variants are kept
+                results = {**previous["results"], **results}
+                rows = [r for r in previous["table"] if r not in rows] + rows
+            summary = {
+                "machine": f"{platform.machine()}, {torch.get_num_threads()} threads",
+                "plan": plan,
+                "results": results,
+                "table": rows,
+            }
+            out.write_text(json.dumps(summary, indent=2, sort_keys=True) + "\n")
     print("| concept | variant | steps | image target hit rate | video frame hit rate | image retention | "
           "video retention | image H | video H |")  # fmt: skip
     print("\n".join(rows))
