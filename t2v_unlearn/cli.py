@@ -264,7 +264,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--preview-video",
         action="store_true",
-        help="the preview also shows videos of the erased concepts (costs about as much as erasing)",
+        help="the preview also shows videos of the erased concepts (on TinyWorld about twice the erase time)",
     )
     p.add_argument("--video-model", help="video pipeline for the preview (default: tinyworld's, for tinyworld)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
