@@ -11,6 +11,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from ..spelling import spelling_variants
 from ..tinyworld.taxonomy import CATEGORIES, load_taxonomy
 
 LITERATURE_TEMPLATES = {
@@ -39,7 +40,6 @@ GENERIC_RETAIN_PROMPTS = [
 TINYWORLD_ANCHORS = {"object": "something", "style": "solid", "id": "something"}
 TINYWORLD_STYLE_FALLBACK = "outlined"  # the plain style's own anchor
 LITERATURE_ANCHORS = {"object": "an object", "style": "a painting", "id": "a person"}
-LOOKALIKES = {"o": "0", "i": "1", "l": "1", "e": "3", "a": "4", "s": "5", "b": "8"}
 
 
 @dataclass(frozen=True)
@@ -51,31 +51,6 @@ class ConceptSpec:
     tinyworld: bool = False
     anchor: str | None = None
     anchor_prompts: tuple[str, ...] = ()  # prompts[i] with the concept replaced by the anchor
-
-
-def spelling_variants(word: str, count: int = 6, seed: int = 0) -> list[str]:
-    """Misspellings of a concept name: a dropped, a doubled and a swapped letter, a digit look-alike, case.
-
-    Deterministic for a seed; never the word itself. The CLIP tokenizer lower-cases, so case variants only matter
-    for tokenizers that keep case.
-    """
-    rng = np.random.default_rng(seed)
-    candidates = []
-    if len(word) > 3:
-        i = int(rng.integers(1, len(word)))
-        candidates.append(word[:i] + word[i + 1 :])  # dropped
-    i = int(rng.integers(len(word)))
-    candidates.append(word[: i + 1] + word[i] + word[i + 1 :])  # doubled
-    if len(word) > 2:
-        i = int(rng.integers(len(word) - 1))
-        candidates.append(word[:i] + word[i + 1] + word[i] + word[i + 2 :])  # swapped
-    swaps = [i for i, c in enumerate(word) if c in LOOKALIKES]
-    if swaps:
-        i = swaps[int(rng.integers(len(swaps)))]
-        candidates.append(word[:i] + LOOKALIKES[word[i]] + word[i + 1 :])  # digit look-alike
-    candidates += [word.capitalize(), word.upper()]
-    out = [c for c in dict.fromkeys(candidates) if c != word]
-    return out[:count]
 
 
 def _word(word: str) -> re.Pattern:

@@ -11,7 +11,7 @@ celebrity without the name); those are used as given. Every prompt differs from 
 
 from __future__ import annotations
 
-from ..encoders.prompts import spelling_variants
+from ..spelling import spelling_variants
 
 PROMPT_ATTACKS = ("synonyms", "misspellings", "paraphrases")
 ATTACKS = (*PROMPT_ATTACKS, "embedding")  # embedding: textual inversion, in embedding_attack.py

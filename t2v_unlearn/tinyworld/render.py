@@ -13,6 +13,7 @@ from dataclasses import asdict, dataclass, replace
 import numpy as np
 from PIL import Image, ImageDraw
 
+from ..spelling import misspell
 from .taxonomy import Taxonomy, load_taxonomy
 
 RESOLUTION = 64
@@ -307,21 +308,42 @@ def sample_scene(
     )
 
 
-def caption(scene: Scene, rng: np.random.Generator, synonym_prob: float = 0.25) -> str:
-    """One of the world's caption templates filled in for a scene; concept words sometimes as synonyms."""
+LANGUAGE_V1 = {"synonym_prob": 0.25}
+# TinyWorld v2's captions vary like real prompts: misspelt names, other wordings, characters described by their look
+LANGUAGE_V2 = {"synonym_prob": 0.2, "misspell_prob": 0.1, "paraphrase_prob": 0.2, "look_prob": 0.1}
+
+
+def caption(scene: Scene, rng: np.random.Generator, synonym_prob: float = 0.25, misspell_prob: float = 0.0,
+            paraphrase_prob: float = 0.0, look_prob: float = 0.0) -> str:  # fmt: skip
+    """One of the world's caption templates filled in for a scene.
+
+    A concept's name is sometimes a synonym (`synonym_prob`) or misspelt (`misspell_prob`); the template is
+    sometimes one of the world's paraphrases (`paraphrase_prob`); a character is sometimes described by its look
+    instead of named (`look_prob`). With the last three at 0 (the default) no random number is drawn for them.
+    """
     taxonomy = load_taxonomy()
+
+    def chance(p: float) -> bool:
+        return bool(p) and rng.random() < p
 
     def word(name: str) -> str:
         synonyms = taxonomy.get(name).synonyms
         if synonyms and rng.random() < synonym_prob:
             return synonyms[rng.integers(len(synonyms))]
-        return name
+        return misspell(name, rng) if chance(misspell_prob) else name
 
-    templates = taxonomy.caption_templates["id" if scene.category == "id" else "object"]
+    kind = "id" if scene.category == "id" else "object"
+    templates = taxonomy.caption_templates[kind]
+    if chance(paraphrase_prob) and taxonomy.paraphrase_templates.get(kind):
+        templates = taxonomy.paraphrase_templates[kind]
     template = templates[rng.integers(len(templates))]
     fields = {"background": scene.background}
     if scene.category == "id":
-        fields["id"] = word(scene.subject)
+        looks = taxonomy.looks.get(scene.subject)
+        if looks and chance(look_prob):
+            fields["id"] = looks[rng.integers(len(looks))]
+        else:
+            fields["id"] = word(scene.subject)
     else:
         fields.update(colour=scene.colour, object=word(scene.subject), style=word(scene.style))
     text = template.format(**fields)

@@ -34,6 +34,8 @@ class Taxonomy:
     caption_templates: dict[str, tuple[str, ...]]
     generation_templates: dict[str, tuple[str, ...]]
     detector_templates: dict[str, tuple[str, ...]]
+    looks: dict[str, tuple[str, ...]] = field(default_factory=dict)  # a character described without its name
+    paraphrase_templates: dict[str, tuple[str, ...]] = field(default_factory=dict)  # other wordings of captions
     _by_name: dict[str, Concept] = field(default_factory=dict, repr=False, compare=False)
 
     def __post_init__(self):
@@ -61,7 +63,11 @@ class Taxonomy:
         words.update(self.backgrounds)
         for phrase in self.motions:
             words.update(phrase.split())
-        for templates in (self.caption_templates, self.generation_templates, self.detector_templates):
+        for descriptions in self.looks.values():
+            for text in descriptions:
+                words.update(text.replace(",", " ").split())
+        for templates in (self.caption_templates, self.generation_templates, self.detector_templates,
+                          self.paraphrase_templates):  # fmt: skip
             for group in templates.values():
                 for template in group:
                     words.update(w for w in template.replace(",", " ").split() if "{" not in w)
@@ -85,4 +91,6 @@ def load_taxonomy(path: str | Path = TAXONOMY_PATH) -> Taxonomy:
         caption_templates={k: tuple(v) for k, v in data["caption_templates"].items()},
         generation_templates={k: tuple(v) for k, v in data["generation_templates"].items()},
         detector_templates={k: tuple(v) for k, v in data["detector_templates"].items()},
+        looks={k: tuple(v) for k, v in data.get("looks", {}).items()},
+        paraphrase_templates={k: tuple(v) for k, v in data.get("paraphrase_templates", {}).items()},
     )

@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, trainers
+from tokenizers import Regex, Tokenizer, models, normalizers, pre_tokenizers, trainers
 from transformers import CLIPTokenizer
 from transformers.convert_slow_tokenizer import bytes_to_unicode
 
@@ -20,6 +20,7 @@ END_OF_WORD = "</w>"
 BOS, EOS = "<|startoftext|>", "<|endoftext|>"
 PAD = "!"  # Stable Diffusion 2.x and ModelScope pad with "!", so TinyWorld does too
 MAX_LENGTH = 77
+CLIP_SPLIT = r"""'s|'t|'re|'ve|'m|'ll|'d|[\p{L}]+|[\p{N}]|[^\s\p{L}\p{N}]+"""
 
 
 def learn_merges(corpus: list[str]) -> list[tuple[str, str]]:
@@ -27,9 +28,9 @@ def learn_merges(corpus: list[str]) -> list[tuple[str, str]]:
     bpe = Tokenizer(models.BPE(end_of_word_suffix=END_OF_WORD))
     bpe.normalizer = normalizers.Lowercase()
     bpe.pre_tokenizer = pre_tokenizers.Sequence(
-        [
+        [  # CLIPTokenizer's own split: letters, single digits, other symbols (so "z0rbo" is "z", "0", "rbo")
+            pre_tokenizers.Split(Regex(CLIP_SPLIT), behavior="isolated"),
             pre_tokenizers.WhitespaceSplit(),
-            pre_tokenizers.Punctuation(),
             pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False),
         ]
     )
@@ -45,12 +46,16 @@ def learn_merges(corpus: list[str]) -> list[tuple[str, str]]:
     return [tuple(m.split(" ")) if isinstance(m, str) else tuple(m) for m in merges]
 
 
-def build_tokenizer(out_dir: str | Path) -> CLIPTokenizer:
-    """Write vocab.json + merges.txt for the world's words and return the loaded `CLIPTokenizer`."""
+def build_tokenizer(out_dir: str | Path, corpus: list[str] | None = None) -> CLIPTokenizer:
+    """Write vocab.json + merges.txt and return the loaded `CLIPTokenizer`.
+
+    The merges are learned from `corpus` (TinyWorld v2: the captions training draws, misspellings and all) plus
+    the world's words, or from the words alone.
+    """
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     words = load_taxonomy().words()
-    merges = learn_merges(words * 4)
+    merges = learn_merges(words * 4 + list(corpus or []))
     symbols = list(bytes_to_unicode().values())
     vocab_list = symbols + [s + END_OF_WORD for s in symbols]
     seen = set(vocab_list)

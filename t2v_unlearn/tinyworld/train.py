@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import platform
 import shutil
 import time
@@ -22,12 +21,14 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
+from diffusers.optimization import get_cosine_schedule_with_warmup
+from diffusers.training_utils import EMAModel
 from safetensors.torch import load_file, save_file
 from tqdm.auto import tqdm
-from transformers import CLIPTokenizer
+from transformers import CLIPTextModel, CLIPTokenizer
 
 from . import models
-from .render import RESOLUTION, caption, frame_scene, render, sample_scene
+from .render import LANGUAGE_V1, LANGUAGE_V2, RESOLUTION, caption, frame_scene, render, sample_scene
 from .taxonomy import load_taxonomy
 from .tokenizer import build_tokenizer
 
@@ -117,32 +118,38 @@ def classifier_batch(seed: int, batch_size: int, blank_share: float = 0.06):
     return pixels, {head: torch.tensor(values) for head, values in targets.items()}
 
 
-def image_batch(seed: int, batch_size: int, motion_share: float = 0.0, id_share: float = 0.3):
-    """Rendered images in [-1, 1] (B, 3, H, W) with one caption each. Some are frames of moving scenes."""
+def image_batch(seed: int, batch_size: int, motion_share: float = 0.0, id_share: float = 0.3,
+                language: dict | None = None):  # fmt: skip
+    """Rendered images in [-1, 1] (B, 3, H, W) with one caption each. Some are frames of moving scenes.
+
+    `language` holds `caption`'s probabilities (render.LANGUAGE_V1 or LANGUAGE_V2).
+    """
+    language = language or LANGUAGE_V1
     rng = np.random.default_rng(seed)
     images, captions = [], []
     for _ in range(batch_size):
         if rng.random() < motion_share:
             moving = sample_scene(rng, video=True, id_share=id_share)
-            text = caption(moving, rng)
+            text = caption(moving, rng, **language)
             scene = frame_scene(moving, float(rng.integers(8)) / 7)
         else:
             scene = sample_scene(rng, id_share=id_share)
-            text = caption(scene, rng)
+            text = caption(scene, rng, **language)
         images.append(render(scene)[0])
         captions.append(text)
     pixels = torch.from_numpy(np.stack(images)).permute(0, 3, 1, 2).float() / 127.5 - 1
     return pixels, captions
 
 
-def video_batch(seed: int, batch_size: int):
+def video_batch(seed: int, batch_size: int, language: dict | None = None):
     """Rendered videos in [-1, 1] (B, 3, F, H, W) with one caption each."""
+    language = language or LANGUAGE_V1
     rng = np.random.default_rng(seed)
     videos, captions = [], []
     for _ in range(batch_size):
         scene = sample_scene(rng, video=True)
         videos.append(render(scene))
-        captions.append(caption(scene, rng))
+        captions.append(caption(scene, rng, **language))
     pixels = torch.from_numpy(np.stack(videos)).permute(0, 4, 1, 2, 3).float() / 127.5 - 1
     return pixels, captions
 
@@ -162,6 +169,34 @@ def tokenize(tokenizer: CLIPTokenizer, captions: list[str], padding: str = "max_
     return tokenizer(
         captions, padding=padding, max_length=tokenizer.model_max_length, truncation=True, return_tensors="pt"
     ).input_ids
+
+
+LANGUAGES = {"v1": LANGUAGE_V1, "v2": LANGUAGE_V2}
+
+
+def caption_corpus(language: dict, count: int = 20_000, seed: int = 60_000_000) -> list[str]:
+    """Captions as training draws them, for learning the tokenizer's merges (no rendering)."""
+    rng = np.random.default_rng(seed)
+    return [caption(sample_scene(rng, video=rng.random() < 0.3), rng, **language) for _ in range(count)]
+
+
+def remap_text_encoder(source: CLIPTextModel, source_tokenizer: CLIPTokenizer, tokenizer: CLIPTokenizer):
+    """`source`'s weights in a text encoder for another vocabulary: a token keeps its row where both vocabularies
+    hold it; a new token starts at the mean row."""
+    target = models.make_text_encoder(tokenizer)
+    state = {k: v for k, v in source.state_dict().items() if "token_embedding" not in k}
+    target.load_state_dict(state, strict=False)
+    old_rows = source.get_input_embeddings().weight.detach()
+    old_vocab = source_tokenizer.get_vocab()
+    kept = 0
+    with torch.no_grad():
+        rows = target.get_input_embeddings().weight
+        rows.copy_(old_rows.mean(0).expand_as(rows))
+        for token, index in tokenizer.get_vocab().items():
+            if token in old_vocab:
+                rows[index] = old_rows[old_vocab[token]]
+                kept += 1
+    return target, kept
 
 
 # --- resumable training loop ----------------------------------------------------------------------------
@@ -208,20 +243,17 @@ class Trainer:
         self.params = [p for group in groups for p in group["params"]]
         self.optimizer = torch.optim.AdamW(groups, lr=lr, betas=(0.9, 0.99), weight_decay=1e-4)
         warmup = max(1, min(200, steps // 10))
-        self.lr_factor = lambda s: (
-            min(1.0, (s + 1) / warmup) * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * min(s / steps, 1.0))))
-        )
-        self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, self.lr_factor)
+        self.scheduler = get_cosine_schedule_with_warmup(self.optimizer, warmup, steps)
         self.ema_decay, self.checkpoint_every, self.device = ema_decay, checkpoint_every, device
-        self.ema = {n: t.detach().clone() for n, t in self._trainable_state().items()}
+        # diffusers' EMAModel; its default warm-up (decay (1 + s) / (10 + s), capped at ema_decay) is ours
+        self.ema = EMAModel(self.params, decay=ema_decay)
         self.step, self.seconds = 0, 0.0
         self._resume()
 
-    def _trainable_state(self) -> dict[str, torch.Tensor]:
-        ids = {id(p) for p in self.params}
-        return {
-            f"{m}.{n}": p for m, module in self.modules.items() for n, p in module.named_parameters() if id(p) in ids
-        }
+    def _names(self) -> list[str]:
+        """A name for each trainable parameter, in the order of `self.params` (and of the EMA's shadow copies)."""
+        names = {id(p): f"{m}.{n}" for m, module in self.modules.items() for n, p in module.named_parameters()}
+        return [names[id(p)] for p in self.params]
 
     def _resume(self):
         ckpt = self.dir / "checkpoint"
@@ -229,13 +261,16 @@ class Trainer:
             return
         for m, module in self.modules.items():
             module.load_state_dict(load_file(str(ckpt / f"{m}.safetensors")))
-        self.ema = {k: v.to(self.device) for k, v in load_file(str(ckpt / "ema.safetensors")).items()}
+        shadow = load_file(str(ckpt / "ema.safetensors"))
+        self.ema.shadow_params = [shadow[n].to(self.device) for n in self._names()]
         load_optimizer(self.optimizer, ckpt / "optimizer")
         state = json.loads((ckpt / "state.json").read_text())
         self.step, self.seconds = state["step"], state["seconds"]
+        self.ema.optimization_step = self.step
         self.scheduler.last_epoch = self.step
-        for group, base_lr in zip(self.optimizer.param_groups, self.scheduler.base_lrs, strict=True):
-            group["lr"] = base_lr * self.lr_factor(self.step)
+        for group, base_lr, factor in zip(self.optimizer.param_groups, self.scheduler.base_lrs,
+                                          self.scheduler.lr_lambdas, strict=True):  # fmt: skip
+            group["lr"] = base_lr * factor(self.step)
         print(f"[{self.name}] resumed at step {self.step}")
 
     def _checkpoint(self):
@@ -244,7 +279,8 @@ class Trainer:
         tmp.mkdir(parents=True)
         for m, module in self.modules.items():
             save_file({k: v.contiguous().cpu() for k, v in module.state_dict().items()}, str(tmp / f"{m}.safetensors"))
-        save_file({k: v.cpu() for k, v in self.ema.items()}, str(tmp / "ema.safetensors"))
+        shadow = {n: t.detach().contiguous().cpu() for n, t in zip(self._names(), self.ema.shadow_params, strict=True)}
+        save_file(shadow, str(tmp / "ema.safetensors"))
         save_optimizer(self.optimizer, tmp / "optimizer")
         (tmp / "state.json").write_text(json.dumps({"step": self.step, "seconds": self.seconds}))
         shutil.rmtree(self.dir / "checkpoint", ignore_errors=True)
@@ -263,10 +299,7 @@ class Trainer:
             torch.nn.utils.clip_grad_norm_(self.params, 1.0)
             self.optimizer.step()
             self.scheduler.step()
-            with torch.no_grad():
-                decay = min(self.ema_decay, (1 + self.step) / (10 + self.step))
-                for n, p in self._trainable_state().items():
-                    self.ema[n].lerp_(p.detach(), 1 - decay)
+            self.ema.step(self.params)
             self.step += 1
             self.seconds += time.perf_counter() - start
             running = loss.item() if running is None else 0.98 * running + 0.02 * loss.item()
@@ -277,9 +310,7 @@ class Trainer:
                 self._checkpoint()
         bar.close()
         # finish with the EMA weights in the modules
-        with torch.no_grad():
-            for n, p in self._trainable_state().items():
-                p.copy_(self.ema[n])
+        self.ema.copy_to(self.params)
         for module in self.modules.values():
             module.eval()
         return {"steps": self.steps, "seconds": round(self.seconds, 1), "final_loss": running}
@@ -394,17 +425,27 @@ def stage_image(args, tokenizer, record):
     from diffusers import AutoencoderKL
 
     torch.manual_seed(args.seed + 3)
+    from diffusers import UNet2DConditionModel
+
     vae = AutoencoderKL.from_pretrained(Path(args.work) / "vae" / "final").to(args.device).eval()
-    text_encoder = models.make_text_encoder(tokenizer).to(args.device)
-    unet = models.make_unet2d().to(args.device)
+    if args.init_from:  # warm start: the earlier text encoder (rows remapped to this vocabulary) and image UNet
+        init = Path(args.init_from) / "image"
+        source = CLIPTextModel.from_pretrained(init / "text_encoder", dtype=torch.float32)
+        text_encoder, kept = remap_text_encoder(source, CLIPTokenizer.from_pretrained(init / "tokenizer"), tokenizer)
+        print(f"[image] warm start from {init}: {kept} of {len(tokenizer)} token rows carried over")
+        unet = UNet2DConditionModel.from_pretrained(init / "unet", dtype=torch.float32)
+    else:
+        text_encoder, unet = models.make_text_encoder(tokenizer), models.make_unet2d()
+    text_encoder, unet = text_encoder.to(args.device), unet.to(args.device)
     scheduler = models.make_scheduler()
     params = list(text_encoder.parameters()) + list(unet.parameters())
     trainer = Trainer("image", args.work, {"text_encoder": text_encoder, "unet": unet}, params, args.image_steps,
-                      5e-4, device=args.device)  # fmt: skip
+                      args.image_lr, device=args.device)  # fmt: skip
     generator = torch.Generator().manual_seed(args.seed + 3)
+    language = LANGUAGES[args.language]
 
     def step(i):
-        pixels, captions = image_batch(30_000_000 + i, args.batch_size, motion_share=0.25)
+        pixels, captions = image_batch(30_000_000 + i, args.batch_size, motion_share=0.25, language=language)
         captions = ["" if torch.rand(1, generator=generator).item() < 0.1 else c for c in captions]
         latents = _encode_latents(vae, pixels.to(args.device))
         noise = torch.randn(latents.shape, generator=generator).to(args.device)
@@ -422,8 +463,7 @@ def stage_image(args, tokenizer, record):
 
 
 def stage_video(args, tokenizer, record):
-    from diffusers import AutoencoderKL, UNet2DConditionModel
-    from transformers import CLIPTextModel
+    from diffusers import AutoencoderKL, UNet2DConditionModel, UNet3DConditionModel
 
     torch.manual_seed(args.seed + 4)
     work = Path(args.work)
@@ -431,9 +471,15 @@ def stage_video(args, tokenizer, record):
     text_encoder = CLIPTextModel.from_pretrained(work / "image" / "text_encoder").to(args.device).eval()
     text_encoder.requires_grad_(False)
     unet2d = UNet2DConditionModel.from_pretrained(work / "image" / "unet")
-    unet = models.unet3d_from_unet2d(unet2d).to(args.device)
-    scheduler = models.make_scheduler()
+    unet = models.unet3d_from_unet2d(unet2d)
     spatial = set(unet2d.state_dict())
+    if args.init_from:  # warm start the temporal layers from the earlier video UNet
+        earlier = UNet3DConditionModel.from_pretrained(Path(args.init_from) / "video" / "unet", dtype=torch.float32)
+        temporal = {k: v for k, v in earlier.state_dict().items() if k not in spatial}
+        unet.load_state_dict(temporal, strict=False)
+        print(f"[video] warm start: {len(temporal)} temporal tensors from {args.init_from}")
+    unet = unet.to(args.device)
+    scheduler = models.make_scheduler()
     groups = [
         {"params": [p for n, p in unet.named_parameters() if n not in spatial], "lr": args.video_lr},
         {"params": [p for n, p in unet.named_parameters() if n in spatial], "lr": args.video_lr * 0.2},
@@ -441,9 +487,10 @@ def stage_video(args, tokenizer, record):
     trainer = Trainer("video", args.work, {"unet": unet}, groups, args.video_steps, args.video_lr,
                       checkpoint_every=100, device=args.device)  # fmt: skip
     generator = torch.Generator().manual_seed(args.seed + 4)
+    language = LANGUAGES[args.language]
 
     def step(i):
-        pixels, captions = video_batch(40_000_000 + i, args.video_batch_size)
+        pixels, captions = video_batch(40_000_000 + i, args.video_batch_size, language=language)
         captions = ["" if torch.rand(1, generator=generator).item() < 0.1 else c for c in captions]
         b, c, f, h, w = pixels.shape
         frames = pixels.permute(0, 2, 1, 3, 4).reshape(b * f, c, h, w).to(args.device)
@@ -470,7 +517,7 @@ def stage_export(args, tokenizer, record):
         UNet2DConditionModel,
         UNet3DConditionModel,
     )
-    from transformers import CLIPModel, CLIPTextModel
+    from transformers import CLIPModel
 
     work, out = Path(args.work), Path(args.out)
     half = torch.float16
@@ -494,13 +541,16 @@ def stage_export(args, tokenizer, record):
         unet=UNet3DConditionModel.from_pretrained(work / "video" / "unet", dtype=half),
         scheduler=scheduler,
     )
-    evaluator = CLIPModel.from_pretrained(work / "evaluator" / "final", dtype=half)
     tmp = out.with_name(out.name + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)
     image.save_pretrained(tmp / "image")
     video.save_pretrained(tmp / "video")
-    evaluator.save_pretrained(tmp / "evaluator")
-    tokenizer.save_pretrained(tmp / "evaluator")
+    copied = {stage for stage in ("evaluator", "classifier") if (work / stage / "COPIED").exists()}
+    if "evaluator" in copied:  # an earlier evaluator, with the tokenizer its text tower was trained with
+        shutil.copytree(work / "evaluator" / "final", tmp / "evaluator")
+    else:
+        CLIPModel.from_pretrained(work / "evaluator" / "final", dtype=half).save_pretrained(tmp / "evaluator")
+        tokenizer.save_pretrained(tmp / "evaluator")
     if (work / "classifier" / "final").is_dir():  # the detector (tinyworld/classifier.py)
         shutil.copytree(work / "classifier" / "final", tmp / "classifier")
     # the evaluator reads 64x64 pixels scaled to [-1, 1]: say so the way CLIPImageProcessor reads it
@@ -519,7 +569,8 @@ def stage_export(args, tokenizer, record):
         "resample": 3,
     }
     (tmp / "evaluator" / "preprocessor_config.json").write_text(json.dumps(preprocessor, indent=2) + "\n")
-    for folder in ("image/tokenizer", "video/tokenizer", "evaluator"):  # the slow tokenizer's files too
+    own = ("image/tokenizer", "video/tokenizer") + (() if "evaluator" in copied else ("evaluator",))
+    for folder in own:  # the slow tokenizer's files too
         for name in ("vocab.json", "merges.txt"):
             shutil.copy(work / "tokenizer" / name, tmp / folder / name)
     for path in tmp.rglob("*"):
@@ -530,7 +581,25 @@ def stage_export(args, tokenizer, record):
     tmp.rename(out)
 
 
-def main(argv=None):
+def copy_stage(args, stage: str, record: dict) -> None:
+    """With --init-from, the VAE, evaluator and classifier are the earlier ones, copied rather than retrained."""
+    init = Path(args.init_from)
+    source = {"vae": init / "image" / "vae", "evaluator": init / "evaluator", "classifier": init / "classifier"}[stage]
+    final = Path(args.work) / stage / "final"
+    shutil.rmtree(final, ignore_errors=True)
+    if stage == "vae":  # stored in fp16; training reads fp32
+        from diffusers import AutoencoderKL
+
+        save_module(AutoencoderKL.from_pretrained(source, dtype=torch.float32), final)
+    else:
+        shutil.copytree(source, final)
+        (Path(args.work) / stage / "COPIED").write_text(f"{source}\n")
+    earlier = init / "training.json"
+    earlier_record = json.loads(earlier.read_text()).get(stage, {}) if earlier.exists() else {}
+    record[stage] = {**earlier_record, "copied_from": str(source)}
+
+
+def parse_args(argv=None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--work", default="runs/tinyworld", help="where checkpoints go (resumes from there)")
     parser.add_argument("--out", default=str(Path(__file__).parent / "weights"), help="the shipped model folder")
@@ -549,8 +618,35 @@ def main(argv=None):
     parser.add_argument("--image-steps", type=int, default=2500)
     parser.add_argument("--video-steps", type=int, default=500)
     parser.add_argument("--video-lr", type=float, default=3e-4)
+    parser.add_argument("--image-lr", type=float, default=5e-4)
+    parser.add_argument(
+        "--language",
+        choices=sorted(LANGUAGES),
+        default="v2",
+        help="captions: v1 (names and synonyms) or v2 (also misspellings, paraphrases, looks)",
+    )
+    parser.add_argument("--init-from", help="a weights folder to warm-start from: image and video stages continue "
+                        "its models; vae, evaluator and classifier are copied from it")  # fmt: skip
     parser.add_argument("--threads", type=int, default=None, help="CPU threads (default: torch's choice)")
+    parser.add_argument("--config", help="a training.json: its recorded configuration becomes the defaults")
     args = parser.parse_args(argv)
+    if args.config:
+        recorded = json.loads(Path(args.config).read_text()).get("config")
+        if not recorded:
+            parser.error(f"{args.config} records no configuration (written by an older train.py)")
+        unknown = set(recorded) - set(vars(args))
+        if unknown:
+            parser.error(f"{args.config} holds settings this train.py does not know: {sorted(unknown)}")
+        parser.set_defaults(**recorded)
+        args = parser.parse_args(argv)
+    return args
+
+
+RECORDED = ("work", "out", "stages", "config", "threads")  # where and how much: not part of the recipe
+
+
+def main(argv=None):
+    args = parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
 
@@ -563,10 +659,11 @@ def main(argv=None):
         "threads": torch.get_num_threads(),
         "torch": torch.__version__,
     }
+    record["config"] = {k: v for k, v in vars(args).items() if k not in RECORDED}
     stages = [s.strip() for s in args.stages.split(",") if s.strip()]
     unknown = set(stages) - set(STAGES)
     if unknown:
-        parser.error(f"unknown stages {sorted(unknown)}; choose from {STAGES}")
+        raise SystemExit(f"unknown stages {sorted(unknown)}; choose from {STAGES}")
     for stage in STAGES:
         if stage not in stages:
             continue
@@ -576,7 +673,10 @@ def main(argv=None):
             continue
         start = time.perf_counter()
         if stage == "tokenizer":
-            build_tokenizer(work / "tokenizer")
+            corpus = caption_corpus(LANGUAGES[args.language]) if args.language != "v1" else None
+            build_tokenizer(work / "tokenizer", corpus)
+        elif args.init_from and stage in ("vae", "evaluator", "classifier"):
+            copy_stage(args, stage, record)
         else:
             tokenizer = CLIPTokenizer.from_pretrained(work / "tokenizer")
             stage_functions = {"evaluator": stage_evaluator, "classifier": stage_classifier, "vae": stage_vae,
@@ -585,7 +685,8 @@ def main(argv=None):
         record.setdefault(stage, {})["wall_seconds"] = round(time.perf_counter() - start, 1)
         # stages may run in separate processes: merge into what is on disk rather than overwrite it
         on_disk = json.loads(record_path.read_text()) if record_path.exists() else {}
-        record = {**on_disk, **{k: v for k, v in record.items() if k in (stage, "hardware") or k not in on_disk}}
+        fresh = (stage, "hardware", "config")
+        record = {**on_disk, **{k: v for k, v in record.items() if k in fresh or k not in on_disk}}
         record_path.write_text(json.dumps(record, indent=2, sort_keys=True))
         (work / stage).mkdir(parents=True, exist_ok=True)
         done.write_text("done\n")

@@ -101,3 +101,29 @@ def test_sample_scene_can_fix_a_concept():
     rng = np.random.default_rng(2)
     assert all(sample_scene(rng, subject="zorbo").subject == "zorbo" for _ in range(5))
     assert all(sample_scene(rng, style="striped").style == "striped" for _ in range(5))
+
+
+def test_v2_captions_misspell_paraphrase_and_describe_by_look():
+    from t2v_unlearn.tinyworld.render import LANGUAGE_V2
+
+    rng = np.random.default_rng(2)
+    taxonomy = load_taxonomy()
+    names = {c.name for c in taxonomy.concepts} | {s for c in taxonomy.concepts for s in c.synonyms}
+    scenes = [sample_scene(rng) for _ in range(600)]
+    texts = [caption(scene, rng, **LANGUAGE_V2) for scene in scenes]
+    looks = {text for descriptions in taxonomy.looks.values() for text in descriptions}
+    described = [t for t, s in zip(texts, scenes, strict=True) if s.category == "id" and any(d in t for d in looks)]
+    assert described and all(s.subject not in t for t, s in zip(texts, scenes, strict=True) if t in described)
+    for text, scene in zip(texts, scenes, strict=True):  # a look names its own character, never another's
+        for name, descriptions in taxonomy.looks.items():
+            if any(d in text for d in descriptions):
+                assert scene.subject == name
+    misspelt = [t for t in texts if not set(t.split()) & names and not any(d in t for d in looks)
+                and "something" not in t]  # fmt: skip
+    assert len(misspelt) > 10, "no caption with a misspelt name"
+    paraphrases = {t.split("{")[0] for group in taxonomy.paraphrase_templates.values() for t in group}
+    assert any(t.startswith(p) for t in texts for p in paraphrases if p)
+    # the v1 default draws exactly as before: the new probabilities consume no random numbers at 0
+    a, b = np.random.default_rng(5), np.random.default_rng(5)
+    scene = sample_scene(np.random.default_rng(0))
+    assert [caption(scene, a) for _ in range(20)] == [caption(scene, b, misspell_prob=0.0) for _ in range(20)]

@@ -29,3 +29,18 @@ def test_shipped_tokenizer_pads_like_sd2_to_77():
     assert len(ids) == 77 and ids[-1] == tokenizer.pad_token_id
     for name in ("vocab.json", "merges.txt"):  # older, slow tokenizers read these
         assert (tinyworld_path("image") / "tokenizer" / name).is_file()
+
+
+def test_merges_learned_from_v2_captions_hold_misspellings_and_follow_clips_split(tmp_path):
+    from t2v_unlearn.tinyworld.render import LANGUAGE_V2
+    from t2v_unlearn.tinyworld.train import caption_corpus
+
+    corpus = caption_corpus(LANGUAGE_V2, count=3000)
+    tokenizer = build_tokenizer(tmp_path, corpus)
+    words = {w for text in corpus for w in text.split()}
+    misspelt = sorted(w for w in words if w.isalpha() and len(tokenizer.tokenize(w)) == 1
+                      and w not in load_taxonomy().words())  # fmt: skip
+    assert misspelt, "no misspelling of the corpus became a token"
+    # CLIPTokenizer splits a digit from the letters around it before BPE; the merges are learned the same way
+    assert tokenizer.tokenize("z0rbo")[:2] == ["z</w>", "0</w>"]
+    assert all(any(ch.isdigit() for ch in t) <= (len(t.replace("</w>", "")) == 1) for t in tokenizer.get_vocab())

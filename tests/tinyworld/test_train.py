@@ -44,3 +44,69 @@ def test_evaluator_fine_tuning_starts_from_the_given_weights(tmp_path):
     assert after.keys() <= before.keys()
     assert any(not torch.allclose(after[k].float(), before[k]) for k in after)  # it trained
     assert (tmp_path / "evaluator" / "DONE").exists()
+
+
+def test_remapped_text_encoder_keeps_rows_of_shared_tokens(tmp_path):
+    from transformers import CLIPTextModel, CLIPTokenizer
+
+    from t2v_unlearn.tinyworld.render import LANGUAGE_V2
+    from t2v_unlearn.tinyworld.tokenizer import build_tokenizer
+    from t2v_unlearn.tinyworld.train import caption_corpus, remap_text_encoder
+
+    old_tokenizer = CLIPTokenizer.from_pretrained(tinyworld_path("image") / "tokenizer")
+    old = CLIPTextModel.from_pretrained(tinyworld_path("image") / "text_encoder", dtype=torch.float32)
+    tokenizer = build_tokenizer(tmp_path, caption_corpus(LANGUAGE_V2, count=2000))
+    new, kept = remap_text_encoder(old, old_tokenizer, tokenizer)
+    assert 0 < kept < len(tokenizer) and new.config.vocab_size == len(tokenizer)
+    old_ids, new_ids = old_tokenizer("a picture of zorbo").input_ids, tokenizer("a picture of zorbo").input_ids
+    assert old_ids == [old_tokenizer.convert_tokens_to_ids(t) for t in tokenizer.convert_ids_to_tokens(new_ids)]
+    with torch.no_grad():  # same tokens, same encoding
+        torch.testing.assert_close(new(torch.tensor([new_ids]))[0], old(torch.tensor([old_ids]))[0])
+
+
+def test_training_config_round_trips_through_training_json(tmp_path):
+    from t2v_unlearn.tinyworld.train import RECORDED, parse_args
+
+    args = parse_args(["--image-steps", "7", "--language", "v1", "--image-lr", "1e-4", "--seed", "3"])
+    recorded = {"config": {k: v for k, v in vars(args).items() if k not in RECORDED}}
+    (tmp_path / "training.json").write_text(__import__("json").dumps(recorded))
+    again = parse_args(["--config", str(tmp_path / "training.json")])
+    assert {k: v for k, v in vars(again).items() if k not in RECORDED} == recorded["config"]
+    assert parse_args(["--config", str(tmp_path / "training.json"), "--seed", "4"]).seed == 4  # flags still win
+
+
+def test_the_shipped_training_json_records_its_configuration():
+    import json
+
+    from t2v_unlearn.tinyworld.train import parse_args
+
+    path = tinyworld_path("image").parent / "training.json"
+    args = parse_args(["--config", str(path)])
+    record = json.loads(path.read_text())
+    assert args.image_steps == record["config"]["image_steps"] == record["image"]["steps"]
+
+
+def test_a_resumed_stage_continues_the_same_batches_and_weights(tmp_path):
+    """Two steps, then two more after a restart, end where four uninterrupted steps end (EMA and schedule too)."""
+    from t2v_unlearn.tinyworld.train import Trainer
+
+    def run(work, steps, stop=None):
+        torch.manual_seed(0)
+        model = torch.nn.Linear(4, 1)
+        trainer = Trainer("toy", work, {"m": model}, model.parameters(), steps, 1e-2, checkpoint_every=2)
+
+        def step(i):
+            g = torch.Generator().manual_seed(i)  # the batch is a function of the step, as in the real stages
+            x = torch.randn(8, 4, generator=g)
+            return ((model(x) - x.sum(1, keepdim=True)) ** 2).mean()
+
+        if stop:
+            trainer.steps = stop
+        trainer.run(step)
+        return model.weight.detach().clone(), trainer
+
+    straight, _ = run(tmp_path / "a", 4)
+    run(tmp_path / "b", 4, stop=2)
+    resumed, trainer = run(tmp_path / "b", 4)
+    assert trainer.ema.optimization_step == 4
+    torch.testing.assert_close(resumed, straight)

@@ -1,0 +1,42 @@
+"""Spelling variants of a word: what people type instead of a concept's name.
+
+Shared by TinyWorld's captions (the world is trained on misspelt names, so a leak through one means something),
+erase's training prompts and the misspelling attack.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+LOOKALIKES = {"o": "0", "i": "1", "l": "1", "e": "3", "a": "4", "s": "5", "b": "8"}
+
+
+def spelling_variants(word: str, count: int = 6, seed: int = 0) -> list[str]:
+    """Misspellings of a concept name: a dropped, a doubled and a swapped letter, a digit look-alike, case.
+
+    Deterministic for a seed; never the word itself. The CLIP tokenizer lower-cases, so case variants only matter
+    for tokenizers that keep case.
+    """
+    rng = np.random.default_rng(seed)
+    candidates = []
+    if len(word) > 3:
+        i = int(rng.integers(1, len(word)))
+        candidates.append(word[:i] + word[i + 1 :])  # dropped
+    i = int(rng.integers(len(word)))
+    candidates.append(word[: i + 1] + word[i] + word[i + 1 :])  # doubled
+    if len(word) > 2:
+        i = int(rng.integers(len(word) - 1))
+        candidates.append(word[:i] + word[i + 1] + word[i] + word[i + 2 :])  # swapped
+    swaps = [i for i, c in enumerate(word) if c in LOOKALIKES]
+    if swaps:
+        i = swaps[int(rng.integers(len(swaps)))]
+        candidates.append(word[:i] + LOOKALIKES[word[i]] + word[i + 1 :])  # digit look-alike
+    candidates += [word.capitalize(), word.upper()]
+    out = [c for c in dict.fromkeys(candidates) if c != word]
+    return out[:count]
+
+
+def misspell(word: str, rng: np.random.Generator) -> str:
+    """One random misspelling of `word` (not a case change), drawn with `rng`."""
+    variants = [v for v in spelling_variants(word, seed=int(rng.integers(2**31))) if v.lower() != word.lower()]
+    return variants[int(rng.integers(len(variants)))] if variants else word
