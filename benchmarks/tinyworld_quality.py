@@ -21,7 +21,7 @@ import torch
 
 from t2v_unlearn.eval.detector import load_detector
 from t2v_unlearn.pipelines import load_pipeline
-from t2v_unlearn.pipelines.generate import generate_images, generate_videos
+from t2v_unlearn.pipelines.generate import SAMPLERS, generate_images, generate_videos, sampler
 from t2v_unlearn.tinyworld.classifier import NONE
 from t2v_unlearn.tinyworld.render import frame_scene, render, sample_scene
 from t2v_unlearn.tinyworld.taxonomy import CATEGORIES, load_taxonomy
@@ -75,9 +75,35 @@ def prompts_for(concept, count: int, motion: bool) -> list[str]:
     return prompts
 
 
-def hit_rates(detector, pipe, kind: str, templates: int, seeds: int, steps: int) -> tuple[dict, dict]:
+DIRECTIONS = {"moving left": (-1, 0), "moving right": (1, 0), "moving up": (0, -1), "moving down": (0, 1)}
+
+
+def centroid_track(video: np.ndarray) -> np.ndarray:
+    """The (x, y) centroid of the foreground in each frame (F, 2): pixels far from the frame's border colour."""
+    frames = video.astype(np.float32)
+    border = np.concatenate([frames[:, 0], frames[:, -1], frames[:, :, 0], frames[:, :, -1]], axis=1)
+    background = np.median(border, axis=1)[:, None, None, :]
+    weight = (np.abs(frames - background).sum(-1) > 60).astype(np.float32)  # (F, H, W)
+    ys, xs = np.mgrid[: frames.shape[1], : frames.shape[2]]
+    total = weight.sum((1, 2)).clip(min=1)
+    return np.stack([(weight * xs).sum((1, 2)) / total, (weight * ys).sum((1, 2)) / total], axis=1)
+
+
+def moves_as_prompted(video: np.ndarray, prompt: str) -> bool | None:
+    """Whether the foreground's centroid travels the prompted way (None for prompts without a direction)."""
+    direction = next((d for name, d in DIRECTIONS.items() if prompt.endswith(name)), None)
+    if direction is None:
+        return None
+    track = centroid_track(video)
+    travel = track[-1] - track[0]
+    along = float(travel @ np.array(direction))
+    return along > 2 and along > abs(float(travel @ np.array(direction[::-1])))  # mostly that way, > 2 px
+
+
+def hit_rates(detector, pipe, kind: str, templates: int, seeds: int, steps: int) -> tuple[dict, np.ndarray]:
+    """Hit rates per concept and category, motion figures for video, and the detector's label of every frame."""
     taxonomy = load_taxonomy()
-    per_concept, motion = {}, []
+    per_concept, motion, directed, labels = {}, [], [], []
     for concept in taxonomy.concepts:
         prompts = [p for p in prompts_for(concept, templates, motion=kind == "video") for _ in range(seeds)]
         seed_list = [s for _ in range(templates) for s in range(seeds)]
@@ -86,21 +112,30 @@ def hit_rates(detector, pipe, kind: str, templates: int, seeds: int, steps: int)
         else:
             frames = generate_videos(pipe, prompts, seed_list, steps, batch_size=8)
             motion.append(np.abs(np.diff(frames.astype(np.float32), axis=1)).mean())
+            directed += [m for m in map(moves_as_prompted, frames, prompts) if m is not None]
         flat = frames.reshape(-1, *frames.shape[2:])
-        hits = classify(detector, flat, concept.category) == concept.name
+        labels.append(classify(detector, flat, concept.category))
+        hits = labels[-1] == concept.name
         per_concept[concept.name] = {"category": concept.category, "hit_rate": float(hits.mean()), "n": len(flat)}
         print(f"  {kind} {concept.category:6s} {concept.name:10s} {hits.mean():.2f}", flush=True)
     by_category = {
         c: float(np.mean([v["hit_rate"] for v in per_concept.values() if v["category"] == c])) for c in CATEGORIES
     }
-    extra = {"mean_abs_frame_difference": float(np.mean(motion))} if motion else {}
-    return {"by_category": by_category, "per_concept": per_concept, **extra}, per_concept
+    extra = {}
+    if motion:
+        extra = {"mean_abs_frame_difference": float(np.mean(motion)),
+                 "direction_recognised": {"rate": float(np.mean(directed)), "n": len(directed)}}  # fmt: skip
+    return {"by_category": by_category, "per_concept": per_concept, **extra}, np.concatenate(labels)
 
 
-def rendered_motion(count: int = 64) -> float:
+def rendered_motion(count: int = 64) -> tuple[float, float]:
+    """Rendered videos' mean frame-to-frame change, and how often `moves_as_prompted` reads their direction."""
     rng = np.random.default_rng(HELD_OUT_SEED + 1)
-    videos = np.stack([render(sample_scene(rng, video=True)) for _ in range(count)]).astype(np.float32)
-    return float(np.abs(np.diff(videos, axis=1)).mean())
+    scenes = [sample_scene(rng, video=True) for _ in range(count)]
+    videos = np.stack([render(scene) for scene in scenes])
+    read = (moves_as_prompted(video, scene.motion) for video, scene in zip(videos, scenes, strict=True))
+    directed = [m for m in read if m is not None]
+    return float(np.abs(np.diff(videos.astype(np.float32), axis=1)).mean()), float(np.mean(directed))
 
 
 def generation_speed(image_pipe, video_pipe, steps: int) -> dict:
@@ -122,6 +157,7 @@ def main():
     parser.add_argument("--seeds", type=int, default=4)
     parser.add_argument("--video-seeds", type=int, default=4)
     parser.add_argument("--steps", type=int, default=25)
+    parser.add_argument("--sampler", choices=SAMPLERS, default="pipeline", help="the pipeline's scheduler or a solver")
     parser.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "tinyworld_quality.json"))
     parser.add_argument("--record", action="store_true", help="append a line to docs/BENCHMARKS.md")
     args = parser.parse_args()
@@ -136,10 +172,15 @@ def main():
         "evaluator": evaluator_accuracy(detector, args.held_out),
     }
     print("evaluator", json.dumps(result["evaluator"]))
-    result["image"], _ = hit_rates(detector, image_pipe, "image", args.templates, args.seeds, args.steps)
-    result["video"], _ = hit_rates(detector, video_pipe, "video", args.templates, args.video_seeds, args.steps)
-    result["video"]["rendered_mean_abs_frame_difference"] = rendered_motion()
-    result["speed"] = generation_speed(image_pipe, video_pipe, args.steps)
+    result["sampler"] = {"name": args.sampler, "steps": args.steps}
+    with sampler(image_pipe, args.sampler), sampler(video_pipe, args.sampler):
+        result["image"], _ = hit_rates(detector, image_pipe, "image", args.templates, args.seeds, args.steps)
+        result["video"], _ = hit_rates(detector, video_pipe, "video", args.templates, args.video_seeds, args.steps)
+    change, direction = rendered_motion()
+    result["video"]["rendered_mean_abs_frame_difference"] = change
+    result["video"]["rendered_direction_recognised"] = direction
+    with sampler(image_pipe, args.sampler), sampler(video_pipe, args.sampler):
+        result["speed"] = generation_speed(image_pipe, video_pipe, args.steps)
     result["targets"] = {"evaluator": 0.95, "image": 0.80, "video": 0.70}
     result["seconds"] = round(time.perf_counter() - start, 1)
     out = Path(args.out)

@@ -74,7 +74,7 @@ def cmd_concepts(args) -> int:
 
 
 def cmd_generate(args) -> int:
-    from .pipelines.generate import generate_images, generate_videos
+    from .pipelines.generate import generate_images, generate_videos, sampler
     from .pipelines.load import load_pipeline
     from .pipelines.video_io import write_frames, write_gif, write_mp4
 
@@ -91,15 +91,17 @@ def cmd_generate(args) -> int:
         prompts = [args.prompt] * args.num
         written = []
         if args.kind == "image":
-            for seed, image in zip(seeds, generate_images(pipe, prompts, seeds, args.steps, args.guidance),
-                                   strict=True):  # fmt: skip
-                from PIL import Image
+            from PIL import Image
 
+            with sampler(pipe, args.sampler):
+                images = generate_images(pipe, prompts, seeds, args.steps, args.guidance)
+            for seed, image in zip(seeds, images, strict=True):
                 path = tmp / f"image_seed{seed}.png"
                 Image.fromarray(image).save(path)
                 written.append(path.name)
         else:
-            videos = generate_videos(pipe, prompts, seeds, args.steps, args.guidance, num_frames=args.frames)
+            with sampler(pipe, args.sampler):
+                videos = generate_videos(pipe, prompts, seeds, args.steps, args.guidance, num_frames=args.frames)
             for seed, frames in zip(seeds, videos, strict=True):
                 write_mp4(frames, tmp / f"video_seed{seed}.mp4", fps=args.fps)
                 write_gif(frames, tmp / f"video_seed{seed}.gif", fps=args.fps)
@@ -131,31 +133,29 @@ def write_erase_preview(
 
     Sampled with a multistep solver (DPM-Solver++) at `steps` steps, so the preview costs no more than the erase.
     """
-    from diffusers import DPMSolverMultistepScheduler
-
-    from .pipelines.generate import generate_images, generate_videos
+    from .pipelines.generate import generate_images, generate_videos, sampler
     from .pipelines.load import load_pipeline
     from .pipelines.preview import write_preview
 
     prompts = _preview_prompts(result)
     seeds = list(range(len(prompts)))
-    original, scheduler = image_pipe.text_encoder, image_pipe.scheduler
-    image_pipe.scheduler = DPMSolverMultistepScheduler.from_config(scheduler.config)
-    try:
-        images = [generate_images(image_pipe, prompts, seeds, steps)]
-        image_pipe.text_encoder = result.text_encoder.to(device, dtype)
-        images.append(generate_images(image_pipe, prompts, seeds, steps))
-    finally:
-        image_pipe.text_encoder, image_pipe.scheduler = original, scheduler
+    original = image_pipe.text_encoder
+    with sampler(image_pipe, "dpm-solver"):
+        try:
+            images = [generate_images(image_pipe, prompts, seeds, steps)]
+            image_pipe.text_encoder = result.text_encoder.to(device, dtype)
+            images.append(generate_images(image_pipe, prompts, seeds, steps))
+        finally:
+            image_pipe.text_encoder = original
     videos = None
     if video_model is not None:
         video_pipe = load_pipeline("video", video_model, device=device, dtype=dtype, progress=False)
-        video_pipe.scheduler = DPMSolverMultistepScheduler.from_config(video_pipe.scheduler.config)
         concept_prompts = prompts[: len(prompts) // 2]  # the erased concepts' prompts only: videos cost ~10 images
         video_seeds = seeds[: len(concept_prompts)]
-        videos = [generate_videos(video_pipe, concept_prompts, video_seeds, steps)]
-        video_pipe.text_encoder = result.text_encoder.to(device, dtype)
-        videos.append(generate_videos(video_pipe, concept_prompts, video_seeds, steps))
+        with sampler(video_pipe, "dpm-solver"):
+            videos = [generate_videos(video_pipe, concept_prompts, video_seeds, steps)]
+            video_pipe.text_encoder = result.text_encoder.to(device, dtype)
+            videos.append(generate_videos(video_pipe, concept_prompts, video_seeds, steps))
     with atomic_folder(out / "preview", overwrite=True, kind="preview") as tmp:
         write_preview(tmp, prompts, tuple(images), tuple(videos) if videos else None)
     return out / "preview"
@@ -279,6 +279,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--num", type=int, default=1, help="how many samples (seeds seed, seed+1, ...)")
     p.add_argument("--steps", type=int, default=25, help="denoising steps")
+    p.add_argument("--sampler", choices=("pipeline", "dpm-solver", "unipc"), default="pipeline",
+                   help="the pipeline's own scheduler, or a multistep solver (good in 10-15 steps)")  # fmt: skip
     p.add_argument("--guidance", type=float, default=6.0, help="classifier-free guidance scale")
     p.add_argument("--frames", type=int, default=8, help="video frames")
     p.add_argument("--fps", type=int, default=8)

@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
-from diffusers import DiffusionPipeline, DPMSolverMultistepScheduler
+from diffusers import DiffusionPipeline
 from PIL import Image
 from tqdm.auto import tqdm
 from transformers import CLIPTextModel
@@ -32,7 +32,7 @@ from .trainable import LORA_TARGET_MODULES, TRAINABLE_PRESETS, trainable_paramet
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp")
 OBJECTIVES = ("anchor", "ascent")
 STOP_RULES = ("auto", "anchor-distance", "loss-ratio", "max-steps")
-SHOT_SAMPLERS = ("dpm-solver", "pipeline")
+SHOT_SAMPLERS = ("dpm-solver", "unipc", "pipeline")
 
 
 @dataclass
@@ -67,7 +67,7 @@ class EraseConfig:
     shot_steps: int = field(default=12, metadata={"help": "denoising steps for generating the shots"})
     shot_sampler: str = field(
         default="dpm-solver",
-        metadata={"help": "'dpm-solver' (DPM-Solver++ multistep, good in 10-15 steps) or 'pipeline' (its own)"},
+        metadata={"help": "'dpm-solver' (DPM-Solver++ multistep), 'unipc' (both good in 10-15 steps) or 'pipeline'"},
     )  # fmt: skip
     shot_guidance: float = field(default=6.0, metadata={"help": "guidance scale for generating the shots"})
     batch_size: int = field(default=4, metadata={"help": "shots per optimisation step"})
@@ -194,17 +194,12 @@ def load_image_folder(folder: str | Path, size: int) -> np.ndarray:
 
 def generate_shots(pipe: DiffusionPipeline, concept: ConceptSpec, config: EraseConfig) -> np.ndarray:
     """`num_shots` images of a concept from the pipeline itself, from its prompt templates and fixed seeds."""
-    from ..pipelines.generate import generate_images
+    from ..pipelines.generate import generate_images, sampler
 
     prompts = [concept.prompts[i % len(concept.prompts)] for i in range(config.num_shots)]
     seeds = [config.seed + 1000 * i for i in range(config.num_shots)]
-    scheduler = pipe.scheduler
-    if config.shot_sampler == "dpm-solver":
-        pipe.scheduler = DPMSolverMultistepScheduler.from_config(scheduler.config)
-    try:
+    with sampler(pipe, config.shot_sampler):
         return generate_images(pipe, prompts, seeds, steps=config.shot_steps, guidance=config.shot_guidance)
-    finally:
-        pipe.scheduler = scheduler
 
 
 @torch.no_grad()

@@ -20,6 +20,7 @@ from dataclasses import asdict, fields
 from pathlib import Path
 
 from ..artefacts import atomic_folder, validate_output
+from ..pipelines.generate import SAMPLERS
 from .evaluate import KIND_CHOICES, EvalConfig, evaluate, evaluate_video_files
 from .report import write_report
 
@@ -33,6 +34,7 @@ GENERATION_FIELDS = (
     "concepts",
     "seed",
     "steps",
+    "sampler",
     "guidance",
     "num_frames",
 )
@@ -40,6 +42,10 @@ GENERATION_FIELDS = (
 
 def _help(name: str) -> str:
     return next(f.metadata["help"] for f in fields(EvalConfig) if f.name == name)
+
+
+def _default(name: str):
+    return next(f.default for f in fields(EvalConfig) if f.name == name)
 
 
 def add_eval_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
@@ -57,8 +63,9 @@ def add_eval_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentPars
     parser.add_argument("--overwrite", action="store_true", help="replace an existing --out")
     parser.add_argument("--device", default="cpu", help=_help("device"))
     parser.add_argument("--seed", type=int, default=0, help=_help("seed"))
-    parser.add_argument("--steps", type=int, default=25, help=_help("steps"))
-    parser.add_argument("--guidance", type=float, default=6.0, help=_help("guidance"))
+    parser.add_argument("--steps", type=int, default=_default("steps"), help=_help("steps"))
+    parser.add_argument("--sampler", choices=SAMPLERS, default=_default("sampler"), help=_help("sampler"))
+    parser.add_argument("--guidance", type=float, default=_default("guidance"), help=_help("guidance"))
     parser.add_argument("--num-frames", type=int, default=8, help=_help("num_frames"))
     parser.add_argument("--frames-scored", type=int, metavar="M", help=_help("frames_scored"))
     parser.add_argument(
@@ -77,8 +84,8 @@ def config_from_args(args: argparse.Namespace) -> EvalConfig:
         text_encoder=args.text_encoder, model=args.model, video_model=args.video_model, kind=args.kind,
         suite=args.suite, quick=args.quick,
         concepts=list(args.concepts or []), detector=args.detector, videos=args.videos, seed=args.seed,
-        steps=args.steps, guidance=args.guidance, num_frames=args.num_frames, frames_scored=args.frames_scored,
-        device=args.device,
+        steps=args.steps, sampler=args.sampler, guidance=args.guidance, num_frames=args.num_frames,
+        frames_scored=args.frames_scored, device=args.device,
         score_decoded=args.score_decoded, bootstrap_resamples=args.bootstrap_resamples, progress=not args.no_progress,
         attacks=args.attacks or [],
     )  # fmt: skip

@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 from tqdm.auto import tqdm
 
+from ..pipelines.generate import SAMPLERS, sampler
 from . import metrics as M
 from .attacks import PROMPT_ATTACKS, attack_concept, attack_prompts, base_concept, parse_attacks
 from .detector import load_detector
@@ -51,6 +52,7 @@ class EvalConfig:
     videos: str | None = field(default=None, metadata={"help": "score the video files in this folder instead"})
     seed: int = field(default=0, metadata={"help": "offset added to the suite's seeds; also the bootstrap seed"})
     steps: int = field(default=25, metadata={"help": "denoising steps"})
+    sampler: str = field(default="pipeline", metadata={"help": f"scheduler: {', '.join(SAMPLERS)}"})
     guidance: float = field(default=6.0, metadata={"help": "classifier-free guidance scale"})
     num_frames: int = field(default=8, metadata={"help": "frames per generated video"})
     frames_scored: int | None = field(
@@ -69,6 +71,8 @@ class EvalConfig:
         self.attacks = parse_attacks(self.attacks)
         if self.frames_scored is not None and self.frames_scored < 1:
             raise ValueError(f"--frames-scored must be at least 1 (got {self.frames_scored}); omit it to score all")
+        if self.sampler not in SAMPLERS:
+            raise ValueError(f"--sampler must be one of {', '.join(SAMPLERS)}, got {self.sampler!r}")
 
     def model_for(self, kind: str) -> str:
         """The pipeline of one kind: --video-model for videos when given; TinyWorld-style folders hold both."""
@@ -395,8 +399,8 @@ def evaluate(config: EvalConfig, root: Path, gallery_concepts: int = 2) -> tuple
                              for t in targets for family in config.attacks if family in PROMPT_ATTACKS}  # fmt: skip
         rows += make_rows(kind, config.model_for(kind), encoders, attack_plan[kind], plans[kind][2])
     generation = GenerationConfig(
-        steps=config.steps, guidance=config.guidance, num_frames=config.num_frames, device=config.device,
-        progress=config.progress,
+        steps=config.steps, sampler=config.sampler, guidance=config.guidance, num_frames=config.num_frames,
+        device=config.device, progress=config.progress,
     )  # fmt: skip
     generate_distributed(rows, root, generation)
     if not distributed_state(config.device).is_main_process:
@@ -491,10 +495,11 @@ def embedding_attack_metrics(config: EvalConfig, suite: Suite, targets: list[str
             rates = []
             for target in targets:
                 entry = suite.concepts[target]
-                samples = generate_attacked(pipe, pipe.text_encoder, target, offsets[(encoder, target)],
-                                            [p for p in prompts[target] for _ in seeds], seeds * len(prompts[target]),
-                                            config.steps, config.guidance,
-                                            config.num_frames if kind == "video" else None)  # fmt: skip
+                with sampler(pipe, config.sampler):
+                    samples = generate_attacked(pipe, pipe.text_encoder, target, offsets[(encoder, target)],
+                                                [p for p in prompts[target] for _ in seeds],
+                                                seeds * len(prompts[target]), config.steps, config.guidance,
+                                                config.num_frames if kind == "video" else None)  # fmt: skip
                 hits, _ = score_frames(detector, entry, suite.detector_templates[entry.category], list(samples),
                                        config.frames_scored)  # fmt: skip
                 rates.append(np.array([M.video_frame_rate(h) for h in hits]).reshape(len(prompts[target]), len(seeds)))

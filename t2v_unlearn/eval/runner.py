@@ -21,7 +21,15 @@ from pathlib import Path
 import numpy as np
 from tqdm.auto import tqdm
 
-from ..pipelines.generate import DEFAULT_GUIDANCE, DEFAULT_NUM_FRAMES, DEFAULT_STEPS, generate_images, generate_videos
+from ..pipelines.generate import (
+    DEFAULT_GUIDANCE,
+    DEFAULT_NUM_FRAMES,
+    DEFAULT_STEPS,
+    SAMPLERS,
+    generate_images,
+    generate_videos,
+    sampler,
+)
 from ..pipelines.load import load_pipeline
 
 ORIGINAL, UNLEARNED = "original", "unlearned"
@@ -52,6 +60,7 @@ class GenerationConfig:
     """How samples are generated."""
 
     steps: int = field(default=DEFAULT_STEPS, metadata={"help": "denoising steps per sample"})
+    sampler: str = field(default="pipeline", metadata={"help": f"scheduler: {', '.join(SAMPLERS)}"})
     guidance: float = field(default=DEFAULT_GUIDANCE, metadata={"help": "classifier-free guidance scale"})
     num_frames: int = field(default=DEFAULT_NUM_FRAMES, metadata={"help": "frames per video"})
     image_batch_size: int = field(default=16, metadata={"help": "images per pipeline call"})
@@ -150,10 +159,11 @@ def generate_rows(
         for start in range(0, len(group), batch_size):
             batch = group[start : start + batch_size]
             prompts, seeds = [r.prompt for r in batch], [r.seed for r in batch]
-            if kind == "image":
-                frames = generate_images(pipe, prompts, seeds, config.steps, config.guidance)[:, None]
-            else:
-                frames = generate_videos(pipe, prompts, seeds, config.steps, config.guidance, config.num_frames)
+            with sampler(pipe, config.sampler):
+                if kind == "image":
+                    frames = generate_images(pipe, prompts, seeds, config.steps, config.guidance)[:, None]
+                else:
+                    frames = generate_videos(pipe, prompts, seeds, config.steps, config.guidance, config.num_frames)
             for row, sample in zip(batch, frames, strict=True):
                 save_sample(sample, row.path(root))
                 done.append(row)

@@ -9,6 +9,8 @@ Layout of a suite file:
      "detector_templates": {category: ["... {label} ..."]},
      "quick": {"prompts": int, "seeds": [...], "retained_same_category": int, "retained_other_categories": int,
                "video": {any of those four, to make the quick video plan smaller still}},
+     "video": {"prompts": int, "seeds": [...]}  (optional: the full plan's videos use fewer prompts and seeds;
+               every concept is still scored, and each video gives all its frames),
      "concepts": {name: {"category", "synonyms", "distractors", "prompts": [...],
                          "retained": {"same_category": [...], "other_categories": [...]}}}}
 """
@@ -70,6 +72,8 @@ class Suite:
     concepts: dict[str, SuiteConcept]
     quick: QuickSettings
     path: Path | None = None
+    video_prompts: int | None = None  # the full plan's videos: prompts per concept (None: all)
+    video_seeds: tuple[int, ...] | None = None  # and seeds (None: `seeds`)
 
     def concept(self, name: str) -> SuiteConcept:
         """Look a concept up by its name or a synonym (case-insensitive)."""
@@ -96,9 +100,10 @@ class Suite:
                 same = same[: settings.retained_same_category]
                 other = other[: settings.retained_other_categories]
             retained += [c for c in (*same, *other) if c not in targets and c not in retained]
-        n_prompts = settings.prompts if quick else None
+        full_video = not quick and kind == "video"
+        n_prompts = settings.prompts if quick else self.video_prompts if full_video else None
         prompts = {c: self.concepts[c].prompts[:n_prompts] for c in (*targets, *retained)}
-        seeds = list(settings.seeds if quick else self.seeds)
+        seeds = list(settings.seeds if quick else (self.video_seeds or self.seeds) if full_video else self.seeds)
         return [*targets, *retained], prompts, seeds
 
 
@@ -155,6 +160,15 @@ def parse_suite(data: dict, where: str = "<dict>") -> Suite:
         quick_settings = replace(
             quick_settings, video=_quick_settings({**data["quick"], **data["quick"]["video"]}, where + " quick.video")
         )
+    video = data.get("video", {})
+    try:
+        video_prompts = int(video["prompts"]) if "prompts" in video else None
+        video_seeds = tuple(int(v) for v in video["seeds"]) if "seeds" in video else None
+    except (TypeError, ValueError, KeyError) as error:
+        problem = f"'video' must be an object with an integer 'prompts' and a list 'seeds' ({error})"
+        raise _fail(where, problem) from error
+    if (video_prompts is not None and video_prompts < 1) or video_seeds == ():
+        raise _fail(where, "'video' needs at least one prompt and one seed")
     if not isinstance(data["concepts"], dict) or not data["concepts"]:
         raise _fail(where, "'concepts' must be a non-empty object of name -> concept")
     concepts = {}
@@ -207,6 +221,8 @@ def parse_suite(data: dict, where: str = "<dict>") -> Suite:
         detector_templates=templates,
         concepts=concepts,
         quick=quick_settings,
+        video_prompts=video_prompts,
+        video_seeds=video_seeds,
     )
 
 
@@ -286,6 +302,9 @@ def build_tinyworld_suite(
             "retained_other_categories": 2,
             "video": {"seeds": [0], "retained_same_category": 1, "retained_other_categories": 1},
         },
+        # the full plan's videos: every concept, 4 prompts x 2 seeds (8 videos, 64 frames each), so that the whole
+        # suite fits in 30 minutes on 2 CPU cores (docs/BENCHMARKS.md, "Evaluation time")
+        "video": {"prompts": 4, "seeds": [0, 1]},
         "detector_templates": {k: list(v) for k, v in taxonomy.detector_templates.items()},
         "concepts": concepts,
     }

@@ -6,13 +6,32 @@ is in the batch: the original and the unlearned model see identical initial nois
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
+
 import numpy as np
 import torch
-from diffusers import DiffusionPipeline
+from diffusers import DiffusionPipeline, DPMSolverMultistepScheduler, UniPCMultistepScheduler
 
 DEFAULT_STEPS = 25
 DEFAULT_GUIDANCE = 6.0
 DEFAULT_NUM_FRAMES = 8
+# "pipeline": the pipeline's own scheduler (DDIM for TinyWorld); the multistep solvers are good in 10-15 steps
+SAMPLERS = {"pipeline": None, "dpm-solver": DPMSolverMultistepScheduler, "unipc": UniPCMultistepScheduler}
+
+
+@contextlib.contextmanager
+def sampler(pipe: DiffusionPipeline, name: str) -> Iterator[DiffusionPipeline]:
+    """The pipeline with its scheduler swapped for `name`'s (same noise schedule), restored on exit."""
+    if name not in SAMPLERS:
+        raise ValueError(f"unknown sampler {name!r}; choose from {', '.join(SAMPLERS)}")
+    original = pipe.scheduler
+    if SAMPLERS[name] is not None:
+        pipe.scheduler = SAMPLERS[name].from_config(original.config)
+    try:
+        yield pipe
+    finally:
+        pipe.scheduler = original
 
 
 def _generators(seeds: list[int], device) -> list[torch.Generator]:

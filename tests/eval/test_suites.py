@@ -31,6 +31,11 @@ def test_quick_plan_is_small_and_mixes_categories():
     assert all(len(p) == 4 for p in video_prompts.values())
     full_concepts, full_prompts, full_seeds = suite.plan(["zorbo"])
     assert len(full_concepts) == 18 and len(full_seeds) == 4
+    # the full plan's videos: every concept still, fewer prompts and seeds (a video costs ~20 images)
+    video_concepts, video_prompts, video_seeds = suite.plan(["zorbo"], kind="video")
+    assert video_concepts == full_concepts and video_seeds == [0, 1]
+    assert all(v == full_prompts[c][:4] for c, v in video_prompts.items())
+    assert sum(map(len, full_prompts.values())) > sum(map(len, video_prompts.values()))
 
 
 def test_sd2_suite_loads_with_the_literature_templates():
@@ -59,6 +64,8 @@ def data():
         (lambda d: d["quick"].pop("seeds"), "'quick' must hold"),
         (lambda d: d["quick"].update(video=[1]), "'quick.video' must be an object"),
         (lambda d: d["quick"]["video"].update(seeds=[]), "needs at least one prompt and one seed"),
+        (lambda d: d["video"].update(prompts="four"), "'video' must be an object with an integer"),
+        (lambda d: d["video"].update(seeds=[]), "'video' needs at least one prompt"),
     ],
 )
 def test_invalid_suites_are_refused_with_a_clear_error(data, edit, message):
