@@ -74,8 +74,8 @@ def cmd_concepts(args) -> int:
 
 
 def cmd_generate(args) -> int:
+    from .encoders.checkpoint import load_pipeline
     from .pipelines.generate import generate_images, generate_videos, sampler
-    from .pipelines.load import load_pipeline
     from .pipelines.video_io import write_frames, write_gif, write_mp4
 
     if not args.prompt.strip():

@@ -25,6 +25,7 @@ from safetensors.torch import load_file, save_file
 from transformers import CLIPTextModel
 
 from ..artefacts import atomic_folder
+from ..pipelines import load as pipelines
 from .fingerprint import architecture, encoder_fingerprint, tensor_fingerprint, tokenizer_fingerprint
 
 FORMAT_VERSION = 1
@@ -147,7 +148,7 @@ This folder holds a CLIP text encoder from which {concepts} was erased by few-sh
 
 ## Use
 ```python
-from t2v_unlearn.pipelines import load_pipeline
+from t2v_unlearn.encoders import load_pipeline
 image = load_pipeline("image", model="{manifest["base_model"]}", text_encoder="path/to/this/folder")
 video = load_pipeline("video", model="{manifest["base_model"]}", text_encoder="path/to/this/folder")
 ```
@@ -293,3 +294,25 @@ def apply_lora(base: CLIPTextModel, path: Path, config: dict) -> CLIPTextModel:
     if result.unexpected_keys:
         raise CheckpointError(f"LoRA file {path} has keys the encoder lacks: {result.unexpected_keys[:3]}")
     return model.merge_and_unload().eval()
+
+
+def load_pipeline(
+    kind: str = "image",
+    model: str | Path = pipelines.TINYWORLD,
+    text_encoder: str | Path | None = None,
+    force: bool = False,
+    **options,
+):
+    """A pipeline (`t2v_unlearn.pipelines.load_pipeline`, same `options`) with an encoder checkpoint swapped in.
+
+    `text_encoder` is a folder written by `t2v-unlearn erase`; before it is swapped in it is checked against the
+    pipeline's own encoder and tokenizer (`load_text_encoder`): architecture, tokenizer, base weights (`force`
+    accepts other base weights, never another architecture) and its own recorded fingerprint.
+    """
+    if text_encoder is None:
+        return pipelines.load_pipeline(kind, model, **options)
+
+    def swap(base: CLIPTextModel, tokenizer) -> CLIPTextModel:
+        return load_text_encoder(text_encoder, base=base, tokenizer=tokenizer, force=force, base_name=str(model))
+
+    return pipelines.load_pipeline(kind, model, text_encoder=swap, **options)

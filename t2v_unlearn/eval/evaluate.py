@@ -474,7 +474,7 @@ def embedding_attack_metrics(config: EvalConfig, suite: Suite, targets: list[str
     The token is inverted once per encoder on the image pipeline (its UNet, the 4 shots, 200 steps) and then used
     for images and for videos of the target's suite prompts and seeds.
     """
-    from ..pipelines.load import load_pipeline
+    from ..encoders.checkpoint import load_pipeline
     from .embedding_attack import EmbeddingAttackConfig, generate_attacked, invert_concept
 
     attack = EmbeddingAttackConfig(seed=config.seed)

@@ -21,6 +21,7 @@ from pathlib import Path
 import numpy as np
 from tqdm.auto import tqdm
 
+from ..encoders.checkpoint import load_pipeline
 from ..pipelines.generate import (
     DEFAULT_GUIDANCE,
     DEFAULT_NUM_FRAMES,
@@ -30,7 +31,6 @@ from ..pipelines.generate import (
     generate_videos,
     sampler,
 )
-from ..pipelines.load import load_pipeline
 
 ORIGINAL, UNLEARNED = "original", "unlearned"
 

@@ -1,8 +1,9 @@
 """One way to get a ready diffusers pipeline: `load_pipeline(kind, model, text_encoder=...)`.
 
 `model` is `tinyworld` (the embedded default), a registered base name (see `pipelines/registry.py`) or a
-local diffusers folder. `text_encoder` is an encoder checkpoint written by `t2v-unlearn erase`; it is
-checked against the pipeline before it is swapped in.
+local diffusers folder. `text_encoder` is a loaded encoder, or a function that makes one from the pipeline's
+own encoder and tokenizer; `t2v_unlearn.encoders.load_pipeline` passes one that reads an encoder checkpoint
+from `t2v-unlearn erase` and checks that it fits (this layer knows nothing of checkpoints).
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ from __future__ import annotations
 import json
 import logging
 import warnings
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
@@ -62,13 +64,15 @@ def pipeline_class_name(path: Path) -> str:
     return json.loads((path / "model_index.json").read_text()).get("_class_name", "?")
 
 
+EncoderSwap = Callable[[torch.nn.Module, object], torch.nn.Module]  # (pipeline's encoder, tokenizer) -> encoder
+
+
 def load_pipeline(
     kind: str = "image",
     model: str | Path = TINYWORLD,
-    text_encoder: str | Path | None = None,
+    text_encoder: torch.nn.Module | EncoderSwap | None = None,
     device: str | torch.device = "cpu",
     dtype: torch.dtype = torch.float32,
-    force: bool = False,
     progress: bool = True,
     offload: bool = False,
     vae_slicing: bool = False,
@@ -78,8 +82,8 @@ def load_pipeline(
     Args:
         kind: "image" or "video".
         model: "tinyworld", a registered base name, or a local diffusers folder.
-        text_encoder: an encoder checkpoint folder from `erase`; swapped in after the compatibility checks.
-        force: accept a checkpoint unlearned from a different base encoder (never a different architecture).
+        text_encoder: an encoder to use instead of the pipeline's, or a function of (the pipeline's encoder, its
+            tokenizer) that returns one. For an encoder checkpoint folder use `t2v_unlearn.encoders.load_pipeline`.
         offload: on a GPU, keep each model in CPU memory until its turn (diffusers' model CPU offload, through
             accelerate): peak GPU memory drops to the largest model. Ignored on the CPU.
         vae_slicing: decode one image, or one video frame, at a time: less memory for the same output.
@@ -95,12 +99,15 @@ def load_pipeline(
     with warnings.catch_warnings(), _quiet_loading():
         warnings.simplefilter("ignore", FutureWarning)
         pipe = cls.from_pretrained(path, dtype=dtype)
-    if text_encoder is not None:
-        from ..encoders.checkpoint import load_text_encoder
-
-        pipe.text_encoder = load_text_encoder(
-            text_encoder, base=pipe.text_encoder, tokenizer=pipe.tokenizer, force=force, base_name=str(model)
-        ).to(dtype)
+    if isinstance(text_encoder, str | Path):
+        raise TypeError(
+            f"t2v_unlearn.pipelines.load_pipeline takes a loaded encoder, not the folder {text_encoder}; load an "
+            "encoder checkpoint with t2v_unlearn.encoders.load_pipeline, which checks that it fits the pipeline"
+        )
+    if text_encoder is not None:  # swapped in before placement, so offloading hooks see the encoder that is used
+        if not isinstance(text_encoder, torch.nn.Module):
+            text_encoder = text_encoder(pipe.text_encoder, pipe.tokenizer)
+        pipe.text_encoder = text_encoder.to(dtype)
     if vae_slicing:
         pipe.vae.enable_slicing()
     if offload and torch.device(device).type == "cuda":

@@ -7,10 +7,17 @@ from diffusers import StableDiffusionPipeline, TextToVideoSDPipeline
 from safetensors.torch import load_file
 from transformers import CLIPTextConfig, CLIPTextModel
 
-from t2v_unlearn.encoders import CheckpointError, EraseConfig, erase_concept, load_text_encoder, save_checkpoint
+from t2v_unlearn.encoders import (
+    CheckpointError,
+    EraseConfig,
+    erase_concept,
+    load_pipeline,
+    load_text_encoder,
+    save_checkpoint,
+)
 from t2v_unlearn.encoders.checkpoint import COMPACT_FILE, apply_compact, check_compatible, read_manifest
 from t2v_unlearn.encoders.fingerprint import encoder_fingerprint
-from t2v_unlearn.pipelines import load_pipeline, tinyworld_path
+from t2v_unlearn.pipelines import tinyworld_path
 
 FAST = dict(num_shots=2, shot_steps=2, max_steps=3, check_every=3, stop_rule="max-steps", batch_size=2)
 PROMPTS = ["a picture of zorbo", "a star in dotted style", ""]
@@ -84,6 +91,16 @@ def test_swap_into_image_and_video_pipelines(erased):
     expected = _hidden(result.text_encoder, image.tokenizer)
     assert torch.equal(_hidden(image.text_encoder, image.tokenizer), expected)
     assert torch.equal(_hidden(video.text_encoder, video.tokenizer), expected)
+
+
+def test_the_pipelines_layer_takes_encoders_not_checkpoint_folders(erased):
+    from t2v_unlearn.pipelines import load_pipeline as load_base
+
+    result, folder = erased
+    with pytest.raises(TypeError, match="t2v_unlearn.encoders.load_pipeline"):
+        load_base("image", text_encoder=folder, progress=False)
+    image = load_base("image", text_encoder=result.text_encoder, progress=False)  # a loaded encoder is fine
+    assert image.text_encoder is result.text_encoder
 
 
 def _manifest_copy(folder, tmp_path, **changes):

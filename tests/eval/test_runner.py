@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
+from t2v_unlearn.encoders import load_pipeline
 from t2v_unlearn.eval.runner import (
     GenerationConfig,
     encoder_tag,
@@ -17,7 +18,6 @@ from t2v_unlearn.eval.runner import (
     pending_rows,
     slug,
 )
-from t2v_unlearn.pipelines.load import load_pipeline
 
 FAST = GenerationConfig(steps=2, num_frames=3, progress=False)
 
