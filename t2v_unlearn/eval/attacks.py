@@ -4,16 +4,18 @@
 - `synonyms`: sentences that name the concept by a synonym only;
 - `misspellings`: the suite's prompts with spelling variants that erase's own training variants (seed 0..7)
   do not contain (a dropped, doubled or swapped letter, a digit look-alike);
-- `paraphrases`: long compositional sentences that hold the concept's name among other words.
-A suite file may list its own families per concept (`"attacks": {"synonyms": [...], ...}`, e.g. descriptions of a
-celebrity without the name); those are used as given. Every prompt differs from every prompt of the suite.
+- `paraphrases`: long compositional sentences that hold the concept's name among other words;
+- `descriptions`: the concept described by its look, never named; only where the suite lists them (TinyWorld's
+  characters, from the taxonomy's looks; for a real suite, e.g. a celebrity described without the name).
+A suite file may list its own prompts for any family per concept (`"attacks": {"synonyms": [...], ...}`); those
+are used as given. Every prompt differs from every prompt of the suite.
 """
 
 from __future__ import annotations
 
 from ..spelling import spelling_variants
 
-PROMPT_ATTACKS = ("synonyms", "misspellings", "paraphrases")
+PROMPT_ATTACKS = ("synonyms", "misspellings", "paraphrases", "descriptions")
 ATTACKS = (*PROMPT_ATTACKS, "embedding")  # embedding: textual inversion, in embedding_attack.py
 SEPARATOR = "~"  # a row's concept "zorbo~synonyms": the target, scored with its own label set
 PARAPHRASES = (
@@ -72,6 +74,8 @@ def attack_prompts(concept, family: str, count: int = 8, listed: dict | None = N
         out = [_replace(prompts[i % len(prompts)], name, v) for i, v in enumerate(variants)]
     elif family == "paraphrases":
         out = [t.format(c=name) for t in PARAPHRASES]
+    elif family == "descriptions":
+        out = []  # only what the suite lists: a look cannot be made up from a name
     else:
         raise ValueError(f"{family!r} is not a prompt attack; choose from {PROMPT_ATTACKS}")
     suite_prompts = set(prompts)

@@ -395,7 +395,8 @@ def evaluate(config: EvalConfig, root: Path, gallery_concepts: int = 2) -> tuple
         plans[kind] = (concepts, prompts, [config.seed + s for s in seeds])
         rows += make_rows(kind, config.model_for(kind), encoders, prompts, plans[kind][2])
         count = len(next(iter(prompts.values())))
-        attack_plan[kind] = {attack_concept(t, family): tuple(attack_prompts(suite.concepts[t], family, count))
+        attack_plan[kind] = {attack_concept(t, family): tuple(attack_prompts(suite.concepts[t], family, count,
+                                                                             suite.concepts[t].attacks))
                              for t in targets for family in config.attacks if family in PROMPT_ATTACKS}  # fmt: skip
         rows += make_rows(kind, config.model_for(kind), encoders, attack_plan[kind], plans[kind][2])
     generation = GenerationConfig(

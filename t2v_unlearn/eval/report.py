@@ -151,6 +151,9 @@ def _attacks(metrics: dict) -> str:
     rows = ["<table><tr><th class=l>attack</th><th class=l>measured on</th><th>hit rate, original</th>"
             "<th>leakage (hit rate, unlearned)</th><th class=l>example prompts</th></tr>"]  # fmt: skip
     for family, entry in attacks.items():
+        if not entry:
+            rows.append(f"<tr><td class=l>{html.escape(family)}</td><td class=l colspan=4>not measured: the suite "
+                        "lists no such prompts for these concepts</td></tr>")  # fmt: skip
         for kind, figures in entry.items():
             examples = [p for prompts in figures["prompts"].values() for p in prompts][:3]
             rows.append(f"<tr><td class=l>{html.escape(family)}</td><td class=l>{KIND_TITLES[kind]}</td>"

@@ -12,13 +12,14 @@ Layout of a suite file:
      "video": {"prompts": int, "seeds": [...]}  (optional: the full plan's videos use fewer prompts and seeds;
                every concept is still scored, and each video gives all its frames),
      "concepts": {name: {"category", "synonyms", "distractors", "prompts": [...],
-                         "retained": {"same_category": [...], "other_categories": [...]}}}}
+                         "retained": {"same_category": [...], "other_categories": [...]},
+                         "attacks": {family: [...]}  (optional: prompts for an attack family, used as given)}}}
 """
 
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from .detector import LabelSet, label_set
@@ -42,6 +43,7 @@ class SuiteConcept:
     prompts: tuple[str, ...]
     retained_same_category: tuple[str, ...]
     retained_other_categories: tuple[str, ...]
+    attacks: dict[str, tuple[str, ...]] = field(default_factory=dict)  # family -> prompts the suite lists
 
     def label_set(self) -> LabelSet:
         """{c} ∪ distractors: a hit is the concept's own name only; a synonym is measured as its own attack."""
@@ -183,6 +185,10 @@ def parse_suite(data: dict, where: str = "<dict>") -> Suite:
         if not any(name.lower() in p.lower() for p in prompts):
             raise _fail(where, f"{at}: none of its prompts mentions the concept {name!r}")
         retained = entry.get("retained", {})
+        if not isinstance(entry.get("attacks", {}), dict):
+            raise _fail(where, f"{at}.attacks must be an object of family -> prompts")
+        attacks = {family: _strings(prompts, where, f"{at}.attacks.{family}", allow_empty=False)
+                   for family, prompts in entry.get("attacks", {}).items()}  # fmt: skip
         concepts[name] = SuiteConcept(
             name=name,
             category=category,
@@ -193,6 +199,7 @@ def parse_suite(data: dict, where: str = "<dict>") -> Suite:
             retained_other_categories=_strings(
                 retained.get("other_categories", []), where, f"{at}.retained.other_categories"
             ),
+            attacks=attacks,
         )
         both = set(concepts[name].synonyms) & set(concepts[name].distractors)
         if both:
@@ -252,6 +259,9 @@ def suite_for_model(model: str) -> str:
 # --- building the TinyWorld suite from the taxonomy ------------------------------------------------------
 
 
+DESCRIPTION_TEMPLATES = ("{c}", "a picture of {c}", "here is {c}, drawn in the middle", "{c} on a plain background")
+
+
 def build_tinyworld_suite(
     prompts_per_template: int = 4, max_prompts: int = 8, seeds: tuple[int, ...] = (0, 1, 2, 3)
 ) -> dict:
@@ -287,6 +297,11 @@ def build_tinyworld_suite(
             "prompts": prompts[:max_prompts],
             "retained": {"same_category": same, "other_categories": other},
         }
+        looks = taxonomy.looks.get(concept.name)
+        if looks:  # the character described by its look, never named, in sentences of the attack family's own
+            concepts[concept.name]["attacks"] = {
+                "descriptions": [template.format(c=look) for template in DESCRIPTION_TEMPLATES for look in looks]
+            }
     return {
         "name": "tinyworld",
         "version": 2,

@@ -9,8 +9,12 @@ from t2v_unlearn.eval.suites import load_suite
 def test_every_attack_family_differs_from_every_template(image_pipe, family):
     suite = load_suite("tinyworld")
     for concept in suite.concepts.values():
-        prompts = attack_prompts(concept, family, count=8)
-        assert prompts, (concept.name, family)
+        prompts = attack_prompts(concept, family, count=8, listed=concept.attacks)
+        if family == "descriptions":  # the characters' looks, from the taxonomy; nothing to describe otherwise
+            assert bool(prompts) == (concept.category == "id"), concept.name
+            assert not any(concept.name in p or set(concept.synonyms) & set(p.split()) for p in prompts)
+        else:
+            assert prompts, (concept.name, family)
         trained = set(resolve_concepts([concept.name], None, image_pipe.tokenizer)[0].prompts)
         assert not set(prompts) & (set(concept.prompts) | trained), (concept.name, family)
 

@@ -66,6 +66,8 @@ def data():
         (lambda d: d["quick"]["video"].update(seeds=[]), "needs at least one prompt and one seed"),
         (lambda d: d["video"].update(prompts="four"), "'video' must be an object with an integer"),
         (lambda d: d["video"].update(seeds=[]), "'video' needs at least one prompt"),
+        (lambda d: d["concepts"]["zorbo"].update(attacks=["a robot"]), "attacks must be an object"),
+        (lambda d: d["concepts"]["zorbo"].update(attacks={"descriptions": []}), "must not be empty"),
     ],
 )
 def test_invalid_suites_are_refused_with_a_clear_error(data, edit, message):
