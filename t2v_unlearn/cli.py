@@ -244,6 +244,7 @@ def cmd_export(args) -> int:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="t2v-unlearn", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
+    parser.add_argument("--debug", action="store_true", help="show the full traceback of an error")
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("erase", help="unlearn concepts from the shared text encoder, write an encoder checkpoint")
@@ -346,13 +347,28 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return args.func(args) or 0
     except (FileNotFoundError, FileExistsError, ValueError) as error:
-        print(f"error: {error}", file=sys.stderr)
+        if args.debug:
+            raise
+        print(f"error: {args.command}: {error}", file=sys.stderr)
         return 2
     except SystemExit as error:
         if not isinstance(error.code, str):
             raise
         print(error.code, file=sys.stderr)  # an input error raised as SystemExit("error: ..."): exit 2 like the rest
         return 2
+    except KeyboardInterrupt:
+        if args.debug:
+            raise
+        print(f"\n{args.command}: interrupted; no output was replaced (outputs are swapped in only when complete)",
+              file=sys.stderr)  # fmt: skip
+        return 130
+    except OSError as error:  # the disk is full, a folder is not writable, ...: the system's words and the path
+        if args.debug:
+            raise
+        where = f" ({error.filename})" if error.filename else ""
+        print(f"error: {args.command}: {error.strerror or error}{where}; rerun with --debug for the traceback",
+              file=sys.stderr)  # fmt: skip
+        return 1
 
 
 if __name__ == "__main__":

@@ -121,3 +121,38 @@ def test_erase_config_reruns_bit_for_bit(tmp_path):
     assert a.keys() == b.keys() and all(np.array_equal(a[k].numpy(), b[k].numpy()) for k in a)
     manifest = json.loads((second / "unlearn.json").read_text())
     assert manifest["concepts"] == ["striped"] and manifest["config"]["anchor"] == "dotted"
+
+
+def test_errors_name_the_command_and_debug_shows_the_traceback(tmp_path, capsys):
+    from t2v_unlearn.cli import main
+
+    missing = str(tmp_path / "no-such-checkpoint")
+    assert main(["inspect", "tinyworld", missing]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: inspect: ") and missing in err and "Traceback" not in err
+    with pytest.raises((FileNotFoundError, ValueError)):
+        main(["--debug", "inspect", "tinyworld", missing])
+
+
+def test_an_interrupt_or_a_system_error_is_a_message_not_a_traceback(monkeypatch, capsys):
+    from t2v_unlearn import cli
+
+    def interrupted(args):
+        raise KeyboardInterrupt
+
+    def disk_full(args):
+        raise OSError(28, "No space left on device", "/full/disk/out")
+
+    build = cli.build_parser
+    for fake, code, words in ((interrupted, 130, "interrupted"), (disk_full, 1, "No space left on device (/full")):
+        monkeypatch.setattr(cli, "build_parser", lambda fake=fake: _with_func(build(), fake))
+        assert cli.main(["inspect", "tinyworld", "x"]) == code
+        assert words in capsys.readouterr().err
+
+
+def _with_func(parser, func):
+    parser.set_defaults(func=func)
+    for action in parser._subparsers._group_actions:
+        for sub in action.choices.values():
+            sub.set_defaults(func=func)
+    return parser
