@@ -110,3 +110,20 @@ def test_a_resumed_stage_continues_the_same_batches_and_weights(tmp_path):
     resumed, trainer = run(tmp_path / "b", 4)
     assert trainer.ema.optimization_step == 4
     torch.testing.assert_close(resumed, straight)
+
+
+def test_a_warm_start_continues_the_shipped_models_and_records_its_recipe(tmp_path):
+    import json
+
+    from diffusers import UNet2DConditionModel
+
+    weights = tinyworld_path("image").parent
+    main(["--work", str(tmp_path), "--stages", "tokenizer,vae,image,classifier", "--init-from", str(weights),
+          "--image-steps", "1", "--batch-size", "2", "--device", "cpu", "--threads", "1"])  # fmt: skip
+    record = json.loads((tmp_path / "record.json").read_text())
+    assert record["config"]["init_from"] == str(weights) and record["config"]["language"] == "v2"
+    assert record["vae"]["copied_from"].endswith("vae") and (tmp_path / "classifier" / "COPIED").exists()
+    shipped = UNet2DConditionModel.from_pretrained(weights / "image" / "unet", dtype=torch.float32).state_dict()
+    trained = UNet2DConditionModel.from_pretrained(tmp_path / "image" / "unet").state_dict()
+    # one step at a small learning rate from the shipped UNet: close to it, not a fresh random one
+    assert max((trained[k] - shipped[k]).abs().max().item() for k in shipped) < 0.05
