@@ -8,14 +8,20 @@ t2v-unlearn eval --text-encoder zorbo-erased --quick
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import time
 from pathlib import Path
 
-from .artefacts import atomic_folder, validate_output
-from .config_args import add_config_arguments, config_from_args
-from .encoders.erase import OBJECTIVES, STOP_RULES, EraseConfig
-from .encoders.trainable import TRAINABLE_PRESETS
+# Library notices that say nothing to a user of this command (e.g. that torchvision is absent, printed while
+# diffusers imports its pipelines) stay hidden; set before those imports, and only where the user has not.
+os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+os.environ.setdefault("DIFFUSERS_VERBOSITY", "error")
+
+from .artefacts import atomic_folder, validate_output  # noqa: E402
+from .config_args import add_config_arguments, config_from_args  # noqa: E402
+from .encoders.erase import OBJECTIVES, STOP_RULES, EraseConfig  # noqa: E402
+from .encoders.trainable import TRAINABLE_PRESETS  # noqa: E402
 
 START = time.perf_counter()
 
@@ -339,6 +345,7 @@ def _quiet_libraries() -> None:
 
     transformers_logging.set_verbosity_error()
     diffusers_logging.set_verbosity_error()
+    transformers_logging.disable_progress_bar()  # "Writing model shards" for a 2 MB encoder: our own bars tell
 
 
 def main(argv: list[str] | None = None) -> int:
