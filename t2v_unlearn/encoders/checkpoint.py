@@ -211,8 +211,40 @@ def check_compatible(manifest: dict, base: CLIPTextModel, tokenizer, force: bool
         raise CheckpointError(
             f"encoder checkpoint {where} was unlearned from base encoder {manifest['base_fingerprint'][:12]} "
             f"({manifest.get('base_model', '?')}), but {base_name}'s encoder is {encoder_fingerprint(base)[:12]}. "
-            "Same architecture, other weights: pass --force to swap it in anyway, or unlearn on this base."
+            f"Same architecture, other weights{base_difference(where, base)}: pass --force to swap it in anyway, "
+            "or unlearn on this base."
         )
+
+
+@torch.no_grad()
+def base_difference(folder: str | Path, base: CLIPTextModel) -> str:
+    """How a pipeline's encoder differs from a checkpoint's base, judged on the tensors erase left unchanged.
+
+    A full checkpoint holds the base's own values of every tensor its compact file does not list, so those can be
+    compared with the pipeline's: numerically equal at float16 precision, or the largest difference and where.
+    Returns a clause for an error message ("" when the checkpoint holds no full encoder and compact file).
+    """
+    folder = Path(folder)
+    full, compact = folder / "text_encoder" / "model.safetensors", folder / COMPACT_FILE
+    if not (full.is_file() and compact.is_file()):
+        return ""
+    try:
+        changed, saved = set(load_file(str(compact))), load_file(str(full))
+    except (SafetensorError, OSError):
+        return ""
+    ours = base.state_dict()
+    kept = [n for n in saved if n not in changed and n in ours and saved[n].shape == ours[n].shape]
+    differing = {}
+    for name in kept:
+        a, b = saved[name].float(), ours[name].detach().float().cpu()
+        if not torch.equal(a.half(), b.half()):
+            differing[name] = (a - b).abs().max().item()
+    if not differing:
+        return (f" (yet the {len(kept)} tensors erase left unchanged equal {folder.name}'s base at float16 "
+                f"precision: only the {len(changed)} it changed can differ)")  # fmt: skip
+    worst = max(differing, key=differing.get)
+    return (f" ({len(differing)} of the {len(kept)} tensors erase left unchanged differ; the largest difference is "
+            f"{differing[worst]:.3g} in {worst})")  # fmt: skip
 
 
 def check_weights(manifest: dict, found: str, key: str = "unlearned_fingerprint", where: str = "") -> None:

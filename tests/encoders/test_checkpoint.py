@@ -145,6 +145,23 @@ def test_base_fingerprint_mismatch_needs_force(erased, image_pipe, tmp_path):
     assert load_text_encoder(edited, image_pipe.text_encoder, image_pipe.tokenizer, force=True) is not None
 
 
+def test_a_different_base_is_described_by_the_tensors_erase_left_unchanged(erased, image_pipe, tmp_path):
+    import copy
+
+    _, folder = erased
+    edited = _manifest_copy(folder, tmp_path, base_fingerprint="f" * 64)
+    # the same base, only re-saved (the fingerprint says "other", the unchanged tensors say "equal")
+    with pytest.raises(CheckpointError, match="tensors erase left unchanged equal"):
+        load_text_encoder(edited, image_pipe.text_encoder, image_pipe.tokenizer)
+    # a base that really differs: one tensor erase never touched is moved
+    other = copy.deepcopy(image_pipe.text_encoder)
+    name = "embeddings.position_embedding.weight"
+    with torch.no_grad():
+        other.get_parameter(name).add_(0.25)
+    with pytest.raises(CheckpointError, match=f"1 of the .* differ; the largest difference is 0.25 in {name}"):
+        load_text_encoder(folder, other, image_pipe.tokenizer)
+
+
 def test_corrupt_and_missing_checkpoints_get_clear_errors(erased, image_pipe, tmp_path):
     _, folder = erased
     with pytest.raises(CheckpointError, match="does not exist"):
