@@ -22,7 +22,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from diffusers.optimization import get_cosine_schedule_with_warmup
-from diffusers.training_utils import EMAModel
+from diffusers.training_utils import EMAModel, compute_snr
 from safetensors.torch import load_file, save_file
 from tqdm.auto import tqdm
 from transformers import CLIPTextModel, CLIPTokenizer
@@ -416,6 +416,27 @@ def stage_vae(args, tokenizer, record):
     save_module(vae, Path(args.work) / "vae" / "final")
 
 
+def sample_timesteps(n: int, scheduler, generator: torch.Generator, late_share: float = 0.0) -> torch.Tensor:
+    """Uniform training timesteps; with `late_share`, that share of them from the noisier 70% of the schedule,
+    where a sample's layout (shape, colour, place) is decided and the epsilon loss is smallest."""
+    steps = scheduler.config.num_train_timesteps
+    t = torch.randint(0, steps, (n,), generator=generator)
+    if late_share:
+        late = torch.rand(n, generator=generator) < late_share
+        t = torch.where(late, torch.randint(steps * 3 // 10, steps, (n,), generator=generator), t)
+    return t
+
+
+def diffusion_loss(pred: torch.Tensor, noise: torch.Tensor, t: torch.Tensor, scheduler, snr_gamma: float):
+    """Epsilon MSE per sample; with `snr_gamma`, Min-SNR-gamma weighting (Hang et al. 2023: min(SNR, gamma) / SNR),
+    which stops the nearly clean timesteps from dominating the loss."""
+    per_sample = F.mse_loss(pred.float(), noise, reduction="none").mean(dim=tuple(range(1, pred.dim())))
+    if snr_gamma:
+        snr = compute_snr(scheduler, t.cpu()).to(per_sample.device)
+        per_sample = per_sample * snr.clamp(max=snr_gamma) / snr
+    return per_sample.mean()
+
+
 def _encode_latents(vae, pixels):
     with torch.no_grad():
         return vae.encode(pixels).latent_dist.sample() * vae.config.scaling_factor
@@ -449,13 +470,12 @@ def stage_image(args, tokenizer, record):
         captions = ["" if torch.rand(1, generator=generator).item() < 0.1 else c for c in captions]
         latents = _encode_latents(vae, pixels.to(args.device))
         noise = torch.randn(latents.shape, generator=generator).to(args.device)
-        t = torch.randint(0, scheduler.config.num_train_timesteps, (latents.shape[0],), generator=generator)
-        t = t.to(args.device)
+        t = sample_timesteps(latents.shape[0], scheduler, generator, args.late_timestep_share).to(args.device)
         noisy = scheduler.add_noise(latents, noise, t)
         with torch.autocast(args.device, dtype=torch.bfloat16, enabled=args.bf16):
             hidden = text_encoder(tokenize(tokenizer, captions).to(args.device))[0]
             pred = unet(noisy, t, hidden).sample.float()
-        return F.mse_loss(pred, noise)
+        return diffusion_loss(pred, noise, t, scheduler, args.snr_gamma)
 
     record["image"] = trainer.run(step)
     save_module(text_encoder, Path(args.work) / "image" / "text_encoder")
@@ -497,12 +517,12 @@ def stage_video(args, tokenizer, record):
         latents = _encode_latents(vae, frames)
         latents = latents.reshape(b, f, *latents.shape[1:]).permute(0, 2, 1, 3, 4)
         noise = torch.randn(latents.shape, generator=generator).to(args.device)
-        t = torch.randint(0, scheduler.config.num_train_timesteps, (b,), generator=generator).to(args.device)
+        t = sample_timesteps(b, scheduler, generator, args.late_timestep_share).to(args.device)
         noisy = scheduler.add_noise(latents, noise, t)
         with torch.no_grad():
             hidden = text_encoder(tokenize(tokenizer, captions).to(args.device))[0]
         pred = unet(noisy, t, hidden).sample
-        return F.mse_loss(pred, noise)
+        return diffusion_loss(pred, noise, t, scheduler, args.snr_gamma)
 
     record["video"] = trainer.run(step, log_every=10)
     save_module(unet, work / "video" / "unet")
@@ -619,6 +639,10 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--video-steps", type=int, default=500)
     parser.add_argument("--video-lr", type=float, default=3e-4)
     parser.add_argument("--image-lr", type=float, default=5e-4)
+    parser.add_argument("--snr-gamma", type=float, default=5.0,
+                        help="Min-SNR-gamma loss weighting of the image and video stages (0: plain epsilon MSE, v1)")
+    parser.add_argument("--late-timestep-share", type=float, default=0.3,
+                        help="share of timesteps drawn from the noisier 70%% of the schedule (0: uniform, v1)")
     parser.add_argument(
         "--language",
         choices=sorted(LANGUAGES),

@@ -127,3 +127,18 @@ def test_a_warm_start_continues_the_shipped_models_and_records_its_recipe(tmp_pa
     trained = UNet2DConditionModel.from_pretrained(tmp_path / "image" / "unet").state_dict()
     # one step at a small learning rate from the shipped UNet: close to it, not a fresh random one
     assert max((trained[k] - shipped[k]).abs().max().item() for k in shipped) < 0.05
+
+
+def test_min_snr_weighting_and_late_timesteps():
+    from t2v_unlearn.tinyworld import models
+    from t2v_unlearn.tinyworld.train import diffusion_loss, sample_timesteps
+
+    scheduler = models.make_scheduler()
+    t = torch.tensor([10, 900])
+    pred, noise = torch.zeros(2, 4, 2, 2), torch.ones(2, 4, 2, 2)  # per-sample MSE 1 for both
+    assert diffusion_loss(pred, noise, t, scheduler, 0.0).item() == 1.0
+    weighted = diffusion_loss(pred, noise, t, scheduler, 5.0).item()
+    assert 0.5 < weighted < 1.0  # the nearly clean sample (SNR >> 5) counts less; the noisy one fully
+    uniform = sample_timesteps(4000, scheduler, torch.Generator().manual_seed(0))
+    late = sample_timesteps(4000, scheduler, torch.Generator().manual_seed(0), late_share=0.5)
+    assert (late >= 300).float().mean() > (uniform >= 300).float().mean() + 0.1 and late.max() < 1000
