@@ -50,9 +50,13 @@ def add_config_arguments(
         help_text = field.metadata.get("help", "")
         help_text = f"{help_text} (default: {default!r})" if help_text else f"default: {default!r}"
         kwargs = {"dest": field.name, "default": argparse.SUPPRESS, "help": help_text.replace("%", "%%")}
+        if "metavar" in field.metadata:
+            kwargs["metavar"] = field.metadata["metavar"]
         annotation = hints[field.name]
         origin = typing.get_origin(annotation)
-        if origin is tuple:
+        if origin is list:  # list[str]: a repeatable flag
+            kwargs.update(action="append", type=typing.get_args(annotation)[0])
+        elif origin is tuple:
             args = typing.get_args(annotation)
             if len(args) == 2 and args[1] is Ellipsis:  # tuple[str, ...]: a repeatable flag
                 kwargs.update(action="append", type=args[0])

@@ -41,7 +41,8 @@ def parse_attacks(text: str | list[str] | None) -> list[str]:
     """'synonyms,misspellings' (or a list) -> validated family names, in the given order."""
     if not text:
         return []
-    names = [n.strip() for n in (text.split(",") if isinstance(text, str) else text) if n.strip()]
+    parts = [text] if isinstance(text, str) else list(text)  # a list may hold comma-separated items too
+    names = [n.strip() for part in parts for n in part.split(",") if n.strip()]
     unknown = [n for n in names if n not in ATTACKS]
     if unknown:
         raise ValueError(f"unknown attack(s) {unknown}; choose from {', '.join(ATTACKS)} (comma-separated)")

@@ -16,10 +16,12 @@ import argparse
 import contextlib
 import json
 import sys
-from dataclasses import asdict, fields
+from dataclasses import asdict
 from pathlib import Path
 
 from ..artefacts import atomic_folder, validate_output
+from ..config_args import add_config_arguments
+from ..config_args import config_from_args as build_config
 from ..pipelines.generate import SAMPLERS
 from .evaluate import KIND_CHOICES, EvalConfig, evaluate, evaluate_video_files
 from .report import write_report
@@ -40,55 +42,32 @@ GENERATION_FIELDS = (
 )
 
 
-def _help(name: str) -> str:
-    return next(f.metadata["help"] for f in fields(EvalConfig) if f.name == name)
-
-
-def _default(name: str):
-    return next(f.default for f in fields(EvalConfig) if f.name == name)
-
-
 def add_eval_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
-    """Add the `eval` options to a parser (the main CLI calls this for its `eval` subcommand)."""
-    parser.add_argument("--text-encoder", metavar="DIR", help=_help("text_encoder"))
-    parser.add_argument("--model", metavar="tinyworld|FOLDER", help=_help("model"))
-    parser.add_argument("--video-model", metavar="NAME|FOLDER", help=_help("video_model"))
-    parser.add_argument("--kind", choices=KIND_CHOICES, default="both", help=_help("kind"))
-    parser.add_argument("--suite", metavar="NAME|FILE", help=_help("suite") + " (tinyworld, sd2)")
-    parser.add_argument("--quick", action="store_true", help=_help("quick") + " (about 5 minutes on 2 CPU cores)")
-    parser.add_argument("--concept", action="append", dest="concepts", metavar="NAME", help=_help("concepts"))
-    parser.add_argument("--videos", metavar="DIR", help=_help("videos"))
-    parser.add_argument("--detector", metavar="FOLDER", help=_help("detector"))
+    """Add the `eval` options to a parser: one flag per `EvalConfig` field (its one home of defaults and help)."""
+    parser.add_argument("--config", metavar="FILE",
+                        help="re-run a saved evaluation: its eval_config.json; flags given override it")  # fmt: skip
+    add_config_arguments(parser, EvalConfig, aliases={"concepts": "--concept", "score_decoded": "--decoded"},
+                         choices={"kind": KIND_CHOICES, "sampler": SAMPLERS})  # fmt: skip
     parser.add_argument("--out", metavar="DIR", required=True, help="output folder (metrics.json, report.html)")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing --out")
-    parser.add_argument("--device", default="cpu", help=_help("device"))
-    parser.add_argument("--seed", type=int, default=0, help=_help("seed"))
-    parser.add_argument("--steps", type=int, default=_default("steps"), help=_help("steps"))
-    parser.add_argument("--sampler", choices=SAMPLERS, default=_default("sampler"), help=_help("sampler"))
-    parser.add_argument("--guidance", type=float, default=_default("guidance"), help=_help("guidance"))
-    parser.add_argument("--num-frames", type=int, default=8, help=_help("num_frames"))
-    parser.add_argument("--frames-scored", type=int, metavar="M", help=_help("frames_scored"))
-    parser.add_argument(
-        "--no-decoded", action="store_false", dest="score_decoded", help="skip scoring videos after an mp4 round trip"
-    )
-    parser.add_argument("--bootstrap-resamples", type=int, default=2000, help=_help("bootstrap_resamples"))
-    parser.add_argument("--attacks", metavar="LIST", help=_help("attacks") + " (comma-separated)")
-    parser.add_argument("--no-progress", action="store_true", help="hide progress bars")
     return parser
 
 
 def config_from_args(args: argparse.Namespace) -> EvalConfig:
-    if args.videos is None and args.text_encoder is None:
+    saved = None
+    if args.config:
+        path = Path(args.config).expanduser()
+        path = path / "eval_config.json" if path.is_dir() else path
+        try:
+            saved = json.loads(path.read_text())
+        except (OSError, json.JSONDecodeError) as error:
+            raise ValueError(f"--config {args.config}: cannot read a saved eval config ({error})") from error
+        if not isinstance(saved, dict):
+            raise ValueError(f"--config {args.config} holds no eval config (a JSON object, as eval writes)")
+    config = build_config(EvalConfig, args, base=saved)
+    if config.videos is None and config.text_encoder is None:
         raise ValueError("pass --text-encoder DIR (a checkpoint from `erase`) or --videos DIR --concept NAME")
-    return EvalConfig(
-        text_encoder=args.text_encoder, model=args.model, video_model=args.video_model, kind=args.kind,
-        suite=args.suite, quick=args.quick,
-        concepts=list(args.concepts or []), detector=args.detector, videos=args.videos, seed=args.seed,
-        steps=args.steps, sampler=args.sampler, guidance=args.guidance, num_frames=args.num_frames,
-        frames_scored=args.frames_scored, device=args.device,
-        score_decoded=args.score_decoded, bootstrap_resamples=args.bootstrap_resamples, progress=not args.no_progress,
-        attacks=args.attacks or [],
-    )  # fmt: skip
+    return config
 
 
 def _check_resumable(partial: Path, config: EvalConfig) -> None:
@@ -109,10 +88,10 @@ def run_eval(args: argparse.Namespace) -> int:
     """Run the `eval` command; returns the process exit code."""
     from .runner import distributed_state
 
-    state = distributed_state(args.device)
     out = Path(args.out).expanduser()
     try:
         config = config_from_args(args)
+        state = distributed_state(config.device)
         validate_output(out, args.overwrite, kind="eval")
         partial = out.with_name(f".{out.name}.partial")
         if config.videos is None:

@@ -17,7 +17,7 @@ from tqdm.auto import tqdm
 
 from ..pipelines.generate import SAMPLERS, sampler
 from . import metrics as M
-from .attacks import PROMPT_ATTACKS, attack_concept, attack_prompts, base_concept, parse_attacks
+from .attacks import ATTACKS, PROMPT_ATTACKS, attack_concept, attack_prompts, base_concept, parse_attacks
 from .detector import load_detector
 from .runner import (
     ORIGINAL,
@@ -39,24 +39,45 @@ KIND_CHOICES = ("image", "video", "both")
 class EvalConfig:
     """Everything an evaluation depends on; saved as eval_config.json beside its results."""
 
-    text_encoder: str | None = field(default=None, metadata={"help": "encoder checkpoint folder from `erase`"})
-    model: str | None = field(default=None, metadata={"help": "base model; default: the checkpoint's base_model"})
-    video_model: str | None = field(
-        default=None, metadata={"help": "video pipeline when --model is an image one (e.g. ModelScope for SD 2.1)"}
+    text_encoder: str | None = field(
+        default=None, metadata={"help": "encoder checkpoint folder from `erase`", "metavar": "DIR"}
     )
+    model: str | None = field(
+        default=None,
+        metadata={"help": "base model; default: the checkpoint's base_model", "metavar": "tinyworld|FOLDER"},
+    )
+    video_model: str | None = field(
+        default=None,
+        metadata={"help": "video pipeline when --model is an image one (e.g. ModelScope for SD 2.1)",
+                  "metavar": "NAME|FOLDER"},
+    )  # fmt: skip
     kind: str = field(default="both", metadata={"help": "image, video or both"})
-    suite: str | None = field(default=None, metadata={"help": "suite name or JSON file; default by model"})
-    quick: bool = field(default=False, metadata={"help": "fewer prompts, seeds and retained concepts"})
-    concepts: list[str] = field(default_factory=list, metadata={"help": "targets; default: the checkpoint's"})
-    detector: str | None = field(default=None, metadata={"help": "CLIP folder; default: the suite's detector"})
-    videos: str | None = field(default=None, metadata={"help": "score the video files in this folder instead"})
+    suite: str | None = field(
+        default=None,
+        metadata={"help": "suite name (tinyworld, sd2) or JSON file; default by model", "metavar": "NAME|FILE"},
+    )
+    quick: bool = field(
+        default=False,
+        metadata={"help": "fewer prompts, seeds and retained concepts (about 5 minutes on 2 CPU cores)"},
+    )
+    concepts: list[str] = field(
+        default_factory=list,
+        metadata={"help": "a target (repeat for several); default: the checkpoint's", "metavar": "NAME"},
+    )
+    detector: str | None = field(
+        default=None, metadata={"help": "detector folder; default: the suite's detector", "metavar": "FOLDER"}
+    )
+    videos: str | None = field(
+        default=None, metadata={"help": "score the video files in this folder instead", "metavar": "DIR"}
+    )
     seed: int = field(default=0, metadata={"help": "offset added to the suite's seeds; also the bootstrap seed"})
     steps: int = field(default=25, metadata={"help": "denoising steps"})
     sampler: str = field(default="pipeline", metadata={"help": f"scheduler: {', '.join(SAMPLERS)}"})
     guidance: float = field(default=6.0, metadata={"help": "classifier-free guidance scale"})
     num_frames: int = field(default=8, metadata={"help": "frames per generated video"})
     frames_scored: int | None = field(
-        default=None, metadata={"help": "score m evenly spaced frames per video (METHOD.md section 3); default all"}
+        default=None,
+        metadata={"help": "score m evenly spaced frames per video (METHOD.md section 3); default all", "metavar": "M"},
     )
     device: str = field(default="cpu", metadata={"help": "torch device"})
     score_decoded: bool = field(default=True, metadata={"help": "also score generated videos after an mp4 round trip"})
@@ -64,7 +85,7 @@ class EvalConfig:
     progress: bool = field(default=True, metadata={"help": "show progress bars"})
     attacks: list[str] = field(
         default_factory=list,
-        metadata={"help": f"prompt attacks on the erased concepts, measured as leakage: {', '.join(PROMPT_ATTACKS)}"},
+        metadata={"help": f"attacks on the erased concepts, comma-separated: {', '.join(ATTACKS)}", "metavar": "LIST"},
     )  # fmt: skip
 
     def __post_init__(self):

@@ -176,3 +176,26 @@ def test_model_for_each_kind(tmp_path):
     assert EvalConfig(model=str(weights)).model_for("video") == str(weights / "video")  # a folder holding both
     config = EvalConfig(model="sd21-base", video_model="modelscope")  # registered names pass through
     assert config.model_for("image") == "sd21-base" and config.model_for("video") == "modelscope"
+
+
+def test_eval_flags_come_from_evalconfig_and_a_saved_config_reruns(tmp_path):
+    from dataclasses import asdict
+
+    from t2v_unlearn.eval.cli import config_from_args
+    from t2v_unlearn.eval.evaluate import EvalConfig
+
+    parser = add_eval_arguments(argparse.ArgumentParser())
+    plain = config_from_args(parser.parse_args(["--text-encoder", "ckpt", "--out", "o"]))
+    assert plain == EvalConfig(text_encoder="ckpt")  # every default is EvalConfig's own
+    args = parser.parse_args(["--text-encoder", "ckpt", "--concept", "zorbo", "--concept", "star", "--attacks",
+                              "synonyms,descriptions", "--sampler", "dpm-solver", "--steps", "12", "--no-decoded",
+                              "--out", "o"])  # fmt: skip
+    config = config_from_args(args)
+    assert config.concepts == ["zorbo", "star"] and config.attacks == ["synonyms", "descriptions"]
+    assert (config.sampler, config.steps, config.score_decoded) == ("dpm-solver", 12, False)
+    (tmp_path / "eval_config.json").write_text(json.dumps(asdict(config)))
+    again = config_from_args(parser.parse_args(["--config", str(tmp_path), "--out", "o"]))
+    assert again == config
+    assert config_from_args(parser.parse_args(["--config", str(tmp_path), "--seed", "3", "--out", "o"])).seed == 3
+    with pytest.raises(SystemExit):
+        parser.parse_args(["--text-encoder", "ckpt", "--sampler", "euler", "--out", "o"])
