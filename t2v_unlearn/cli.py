@@ -22,6 +22,7 @@ from .artefacts import atomic_folder, validate_output  # noqa: E402
 from .config_args import add_config_arguments, config_from_args  # noqa: E402
 from .encoders.erase import OBJECTIVES, STOP_RULES, EraseConfig  # noqa: E402
 from .encoders.trainable import TRAINABLE_PRESETS  # noqa: E402
+from .pipelines.generate import SAMPLERS, GenerateConfig  # noqa: E402
 
 START = time.perf_counter()
 
@@ -80,40 +81,48 @@ def cmd_concepts(args) -> int:
 
 
 def cmd_generate(args) -> int:
+    import json
+    from dataclasses import asdict
+
     from .encoders.checkpoint import load_pipeline
-    from .pipelines.generate import generate_images, generate_videos, sampler
+    from .pipelines.generate import GenerateConfig, generate_images, generate_videos, sampler
     from .pipelines.video_io import write_frames, write_gif, write_mp4
 
-    if not args.prompt.strip():
-        raise SystemExit("error: --prompt is empty; say what to generate")
-    out = Path(args.out or f"outputs/{args.kind}-{time.strftime('%Y%m%d-%H%M%S')}")
+    saved = json.loads(Path(args.config).read_text()) if args.config else {}
+    config = config_from_args(GenerateConfig, args, base=saved.get("config"))
+    if args.text_encoder is None:  # a saved run's encoder and model, unless given again
+        args.text_encoder = saved.get("text_encoder")
+    if args.model == "tinyworld" and saved.get("model"):
+        args.model = saved["model"]
+    out = Path(args.out or f"outputs/{config.kind}-{time.strftime('%Y%m%d-%H%M%S')}")
     with atomic_folder(out, args.overwrite, kind="generate") as tmp:
         device, dtype = _placement(args)
-        pipe = load_pipeline(args.kind, args.model, text_encoder=args.text_encoder, device=device, dtype=dtype,
+        pipe = load_pipeline(config.kind, args.model, text_encoder=args.text_encoder, device=device, dtype=dtype,
                              force=args.force, offload=args.offload,
                              vae_slicing=args.vae_slicing)  # fmt: skip
         pipe.set_progress_bar_config(disable=False, leave=False)
-        seeds = [args.seed + i for i in range(args.num)]
-        prompts = [args.prompt] * args.num
+        seeds = [config.seed + i for i in range(config.num)]
+        prompts = [config.prompt] * config.num
         written = []
-        if args.kind == "image":
-            from PIL import Image
+        with sampler(pipe, config.sampler):
+            if config.kind == "image":
+                samples = generate_images(pipe, prompts, seeds, config.steps, config.guidance)
+            else:
+                samples = generate_videos(pipe, prompts, seeds, config.steps, config.guidance, config.frames)
+        for seed, sample in zip(seeds, samples, strict=True):
+            if config.kind == "image":
+                from PIL import Image
 
-            with sampler(pipe, args.sampler):
-                images = generate_images(pipe, prompts, seeds, args.steps, args.guidance)
-            for seed, image in zip(seeds, images, strict=True):
-                path = tmp / f"image_seed{seed}.png"
-                Image.fromarray(image).save(path)
-                written.append(path.name)
-        else:
-            with sampler(pipe, args.sampler):
-                videos = generate_videos(pipe, prompts, seeds, args.steps, args.guidance, num_frames=args.frames)
-            for seed, frames in zip(seeds, videos, strict=True):
-                write_mp4(frames, tmp / f"video_seed{seed}.mp4", fps=args.fps)
-                write_gif(frames, tmp / f"video_seed{seed}.gif", fps=args.fps)
-                write_frames(frames, tmp / f"video_seed{seed}_frames")
+                Image.fromarray(sample).save(tmp / f"image_seed{seed}.png")
+                written.append(f"image_seed{seed}.png")
+            else:
+                write_mp4(sample, tmp / f"video_seed{seed}.mp4", fps=config.fps)
+                write_gif(sample, tmp / f"video_seed{seed}.gif", fps=config.fps)
+                write_frames(sample, tmp / f"video_seed{seed}_frames")
                 written += [f"video_seed{seed}.mp4", f"video_seed{seed}.gif", f"video_seed{seed}_frames/"]
-        (tmp / "prompt.txt").write_text(args.prompt + "\n")
+        (tmp / "prompt.txt").write_text(config.prompt + "\n")
+        record = {"config": asdict(config), "model": args.model, "text_encoder": args.text_encoder}
+        (tmp / "generate.json").write_text(json.dumps(record, indent=2) + "\n")  # --config re-makes these
     print(f"wrote {len(written)} files to {out}: {', '.join(written)}")
     return 0
 
@@ -279,18 +288,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_erase)
 
     p = sub.add_parser("generate", help="generate images or videos, optionally with an unlearned encoder")
-    p.add_argument("--kind", choices=["image", "video"], default="image")
-    p.add_argument("--prompt", required=True)
+    p.add_argument("--config", help="re-make a saved generation: its generate.json; flags given override it")
+    add_config_arguments(p, GenerateConfig, choices={"kind": ("image", "video"), "sampler": SAMPLERS})
     p.add_argument("--text-encoder", help="an encoder checkpoint folder from `erase`")
     p.add_argument("--force", action="store_true", help="accept a checkpoint unlearned from other base weights")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--num", type=int, default=1, help="how many samples (seeds seed, seed+1, ...)")
-    p.add_argument("--steps", type=int, default=25, help="denoising steps")
-    p.add_argument("--sampler", choices=("pipeline", "dpm-solver", "unipc"), default="pipeline",
-                   help="the pipeline's own scheduler, or a multistep solver (good in 10-15 steps)")  # fmt: skip
-    p.add_argument("--guidance", type=float, default=6.0, help="classifier-free guidance scale")
-    p.add_argument("--frames", type=int, default=8, help="video frames")
-    p.add_argument("--fps", type=int, default=8)
     p.add_argument("--out", help="output folder (default: outputs/<kind>-<time>)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing --out")
     _add_model_args(p)

@@ -70,6 +70,15 @@ def test_generate_images(tmp_path):
     images = sorted((tmp_path / "img").glob("image_seed*.png"))
     assert [p.name for p in images] == ["image_seed0.png", "image_seed1.png"]
     assert Image.open(images[0]).size == (64, 64)
+    saved = json.loads((tmp_path / "img" / "generate.json").read_text())
+    assert saved["config"]["prompt"] == "a picture of a star" and saved["config"]["num"] == 2
+    # the saved config re-makes the same images
+    cli("generate", "--config", str(tmp_path / "img" / "generate.json"), "--out", str(tmp_path / "again"),
+        "--device", "cpu")  # fmt: skip
+    again = sorted((tmp_path / "again").glob("image_seed*.png"))
+    assert len(again) == 2
+    for first, second in zip(images, again, strict=True):
+        assert np.array_equal(np.asarray(Image.open(first)), np.asarray(Image.open(second)))
 
 
 @pytest.mark.parametrize(
@@ -81,6 +90,12 @@ def test_generate_images(tmp_path):
         (["erase", "--concept", "zorbo", "--eval-timesteps", "0"], "at least 1"),
         (["generate", "--prompt", "zorbo", "--model", "/no/such/model"], "neither"),
         (["generate", "--prompt", "zorbo", "--text-encoder", "/no/such/ckpt"], "does not exist"),
+        (["generate", "--prompt", "zorbo", "--steps", "0"], "--steps must be between 1"),
+        (["generate", "--prompt", "zorbo", "--kind", "video", "--frames", "100000"], "--frames must be between 1"),
+        (["generate", "--prompt", "zorbo", "--fps", "0"], "--fps must be between 1"),
+        (["generate", "--prompt", "zorbo", "--num", "0"], "--num must be between 1"),
+        (["generate", "--prompt", "zorbo", "--guidance", "nan"], "--guidance must be 0 or more"),
+        (["generate", "--steps", "3"], "--prompt is empty"),
     ],
 )
 def test_bad_input_fails_with_a_clear_message_and_no_output(tmp_path, args, message):

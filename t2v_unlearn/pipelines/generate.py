@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Iterator
+from dataclasses import dataclass, field
 
 import numpy as np
 import torch
@@ -18,6 +19,41 @@ DEFAULT_GUIDANCE = 6.0
 DEFAULT_NUM_FRAMES = 8
 # "pipeline": the pipeline's own scheduler (DDIM for TinyWorld); the multistep solvers are good in 10-15 steps
 SAMPLERS = {"pipeline": None, "dpm-solver": DPMSolverMultistepScheduler, "unipc": UniPCMultistepScheduler}
+
+
+MAX_FRAMES = 64  # the video UNets here are trained on 8 (TinyWorld) to 16-24 frames (ModelScope, Zeroscope)
+
+
+@dataclass
+class GenerateConfig:
+    """What `t2v-unlearn generate` makes: the one home of its defaults and help (saved as generate.json)."""
+
+    prompt: str = field(default="", metadata={"help": "what to generate"})
+    kind: str = field(default="image", metadata={"help": "image or video"})
+    num: int = field(default=1, metadata={"help": "how many samples (seeds seed, seed+1, ...)"})
+    seed: int = field(default=0, metadata={"help": "the first sample's seed"})
+    steps: int = field(default=DEFAULT_STEPS, metadata={"help": "denoising steps"})
+    sampler: str = field(
+        default="pipeline",
+        metadata={"help": "the pipeline's own scheduler, or a multistep solver (good in 10-15 steps)"},
+    )
+    guidance: float = field(default=DEFAULT_GUIDANCE, metadata={"help": "classifier-free guidance scale"})
+    frames: int = field(default=DEFAULT_NUM_FRAMES, metadata={"help": "frames per video"})
+    fps: int = field(default=8, metadata={"help": "frames per second of the written mp4 and gif"})
+
+    def __post_init__(self):
+        if not self.prompt.strip():
+            raise ValueError("--prompt is empty; say what to generate")
+        if self.kind not in ("image", "video"):
+            raise ValueError(f"--kind must be image or video, got {self.kind!r}")
+        if self.sampler not in SAMPLERS:
+            raise ValueError(f"--sampler must be one of {', '.join(SAMPLERS)}, got {self.sampler!r}")
+        for name, low, high in (("num", 1, 10_000), ("steps", 1, 1000), ("frames", 1, MAX_FRAMES), ("fps", 1, 120)):
+            value = getattr(self, name)
+            if not low <= value <= high:
+                raise ValueError(f"--{name} must be between {low} and {high}, got {value}")
+        if not self.guidance >= 0:  # also refuses NaN
+            raise ValueError(f"--guidance must be 0 or more, got {self.guidance}")
 
 
 @contextlib.contextmanager
