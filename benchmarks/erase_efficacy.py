@@ -33,7 +33,7 @@ VARIANTS = {
     "plain": {"preserve_weight": 0.0},
     "lora": {"trainable": "lora"},
 }
-ATTACKS = ["synonyms", "misspellings", "paraphrases", "embedding"]
+ATTACKS = ["synonyms", "misspellings", "paraphrases", "descriptions", "embedding"]
 
 
 def fmt(estimate: dict) -> str:
@@ -73,6 +73,8 @@ def main():
     parser.add_argument("--attacks", action=argparse.BooleanOptionalAction, default=True,
                         help="also measure the attacks (synonyms, misspellings, paraphrases, embedding)")  # fmt: skip
     parser.add_argument("--table-only", action="store_true", help="print the transfer table of --out; run nothing")
+    parser.add_argument("--sampler", default="pipeline", help="eval's sampler (pipeline, dpm-solver, unipc)")
+    parser.add_argument("--steps", type=int, default=25, help="eval's denoising steps")
     args = parser.parse_args()
     if args.table_only:
         print("\n".join(transfer_table(json.loads(Path(args.out).read_text())["results"])))
@@ -89,8 +91,10 @@ def main():
             seconds = time.perf_counter() - start
             folder = save_checkpoint(work / "checkpoints" / f"{concept}-{variant}", result, pipe.text_encoder,
                                      pipe.tokenizer, config, "tinyworld", result.timings, overwrite=True)  # fmt: skip
-            metrics, _ = evaluate(EvalConfig(text_encoder=str(folder), quick=not args.full, progress=False,
-                                             attacks=ATTACKS if args.attacks else []), work / "samples")  # fmt: skip
+            eval_config = EvalConfig(text_encoder=str(folder), quick=not args.full, progress=False,
+                                     attacks=ATTACKS if args.attacks else [], sampler=args.sampler, steps=args.steps)
+            # samples are cached by row, not by sampler: one folder per sampling setting
+            metrics, _ = evaluate(eval_config, work / f"samples-{args.sampler}-{args.steps}")
             entry = {"steps": result.steps, "stopped_by": result.stopped_by, "erase_seconds": round(seconds, 1),
                      "attacks": metrics.get("attacks", {}),
                      "collateral_encoder": metrics["collateral_encoder"]}  # fmt: skip
@@ -124,6 +128,7 @@ def main():
             summary = {
                 "machine": f"{platform.machine()}, {torch.get_num_threads()} threads",
                 "plan": plan,
+                "sampling": {"sampler": args.sampler, "steps": args.steps},
                 "results": results,
                 "table": rows,
             }
