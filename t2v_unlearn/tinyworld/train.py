@@ -619,6 +619,22 @@ def copy_stage(args, stage: str, record: dict) -> None:
     record[stage] = {**earlier_record, "copied_from": str(source)}
 
 
+def _weights_source(folder: Path) -> dict:
+    """What a warm start began from: the folder, its version, and the git commit that holds it (to rebuild it)."""
+    import subprocess
+
+    earlier = folder / "training.json"
+    source = {"folder": str(folder),
+              "version": json.loads(earlier.read_text()).get("version", 1) if earlier.exists() else None}  # fmt: skip
+    try:
+        commit = subprocess.run(["git", "-C", str(folder), "log", "-1", "--format=%H", "--", "."], capture_output=True,
+                                text=True, check=True).stdout.strip()  # fmt: skip
+        source["commit"] = commit or None  # the last commit that changed these weights
+    except (OSError, subprocess.CalledProcessError):
+        source["commit"] = None
+    return source
+
+
 def parse_args(argv=None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--work", default="runs/tinyworld", help="where checkpoints go (resumes from there)")
@@ -684,6 +700,9 @@ def main(argv=None):
         "torch": torch.__version__,
     }
     record["config"] = {k: v for k, v in vars(args).items() if k not in RECORDED}
+    record["version"] = 2 if args.language == "v2" else 1
+    if args.init_from:
+        record["initialised_from"] = _weights_source(Path(args.init_from))
     stages = [s.strip() for s in args.stages.split(",") if s.strip()]
     unknown = set(stages) - set(STAGES)
     if unknown:
