@@ -44,12 +44,21 @@ class Scene:
     size: float = 0.5
     angle: float = 0.0
     motion: str | None = None
+    companion: Scene | None = None  # a second, still thing beside the subject: a character beside a shape
 
     def labels(self) -> dict[str, str | None]:
-        """The ground-truth concept of each category that this scene shows (None where it shows none)."""
+        """The ground-truth concept of each category that this scene shows (None where it shows none).
+
+        A pair is always a character and a shape, so each category still has at most one answer.
+        """
         if self.category == "id":
-            return {"object": None, "style": None, "id": self.subject}
-        return {"object": self.subject, "style": self.style, "id": None}
+            own = {"object": None, "style": None, "id": self.subject}
+        else:
+            own = {"object": self.subject, "style": self.style, "id": None}
+        if self.companion is not None:
+            other = self.companion.labels()
+            own = {k: v if v is not None else other[k] for k, v in own.items()}
+        return own
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -238,6 +247,17 @@ def _motion_state(scene: Scene, t: float) -> tuple[float, float, float, float]:
     return x, y, size, angle
 
 
+def _layer(scene: Scene, taxonomy: Taxonomy, big: int) -> np.ndarray:
+    """A still thing drawn where it stands, on a transparent canvas of `big` x `big` (RGBA)."""
+    r = scene.size * big / 2
+    layer = _foreground(scene, taxonomy, big, r)
+    if scene.angle:
+        layer = layer.rotate(scene.angle, resample=Image.BICUBIC, center=(big / 2, big / 2))
+    placed = Image.new("RGBA", (big, big), (0, 0, 0, 0))
+    placed.paste(layer, (round(scene.x * big - big / 2), round(scene.y * big - big / 2)))
+    return np.asarray(placed)
+
+
 def render(scene: Scene, num_frames: int | None = None, resolution: int = RESOLUTION) -> np.ndarray:
     """Draw a scene. Returns uint8 frames of shape (F, H, W, 3); F is 1 for a still scene by default."""
     taxonomy = load_taxonomy()
@@ -258,6 +278,8 @@ def render(scene: Scene, num_frames: int | None = None, resolution: int = RESOLU
         shifted = Image.new("RGBA", (big, big), (0, 0, 0, 0))
         shifted.paste(layer, offset)
         canvas.alpha_composite(shifted)
+        if scene.companion is not None:
+            canvas.alpha_composite(Image.fromarray(_layer(scene.companion, taxonomy, big), "RGBA"))
         frame = canvas.convert("RGB").resize((resolution, resolution), Image.LANCZOS)
         frames.append(np.asarray(frame, dtype=np.uint8))
     return np.stack(frames)
@@ -273,9 +295,16 @@ def sample_scene(
     subject: str | None = None,
     style: str | None = None,
     id_share: float = 0.3,
+    pair_share: float = 0.0,
 ) -> Scene:
-    """A random scene. Fix `category`/`subject`/`style` to sample scenes of one concept."""
+    """A random scene. Fix `category`/`subject`/`style` to sample scenes of one concept.
+
+    With `pair_share`, that share of still scenes hold a character and a shape side by side (`companion`); at 0
+    (the default) no random number is drawn for it, so scenes are what they were before pairs existed.
+    """
     taxonomy = load_taxonomy()
+    if pair_share and not video and rng.random() < pair_share:
+        return _sample_pair(rng, category, subject, style)
     if subject is not None:
         category = taxonomy.get(subject).category
     if style is not None:
@@ -308,6 +337,25 @@ def sample_scene(
     )
 
 
+def _sample_pair(rng: np.random.Generator, category: str | None, subject: str | None, style: str | None) -> Scene:
+    """A character and a shape, smaller, one on each side; the named concept (if any) is the subject."""
+    taxonomy = load_taxonomy()
+    if subject is not None:
+        category = taxonomy.get(subject).category
+    if style is not None:
+        category = "object"
+    first_kind = category or ("id" if rng.random() < 0.5 else "object")
+    things = []
+    for kind, fixed in ((first_kind, subject), ("object" if first_kind == "id" else "id", None)):
+        thing = sample_scene(rng, category=kind, subject=fixed, style=style if kind == "object" else None)
+        things.append(thing)
+    left = rng.random() < 0.5
+    placed = [replace(thing, x=float((0.3 if (i == 0) == left else 0.7) + rng.uniform(-0.04, 0.04)),
+                      y=float(0.5 + rng.uniform(-0.1, 0.1)), size=float(rng.uniform(0.36, 0.46)))
+              for i, thing in enumerate(things)]  # fmt: skip
+    return replace(placed[0], companion=replace(placed[1], background=placed[0].background))
+
+
 LANGUAGE_V1 = {"synonym_prob": 0.25}
 # TinyWorld v2's captions vary like real prompts: misspelt names, other wordings, characters described by their look
 LANGUAGE_V2 = {"synonym_prob": 0.2, "misspell_prob": 0.1, "paraphrase_prob": 0.2, "look_prob": 0.1}
@@ -332,6 +380,11 @@ def caption(scene: Scene, rng: np.random.Generator, synonym_prob: float = 0.25, 
             return synonyms[rng.integers(len(synonyms))]
         return misspell(name, rng) if chance(misspell_prob) else name
 
+    if scene.companion is not None:
+        character, shape = (scene, scene.companion) if scene.category == "id" else (scene.companion, scene)
+        template = taxonomy.pair_templates[rng.integers(len(taxonomy.pair_templates))]
+        return template.format(id=word(character.subject), object=word(shape.subject), style=word(shape.style),
+                               colour=shape.colour, background=scene.background)  # fmt: skip
     kind = "id" if scene.category == "id" else "object"
     templates = taxonomy.caption_templates[kind]
     if chance(paraphrase_prob) and taxonomy.paraphrase_templates.get(kind):

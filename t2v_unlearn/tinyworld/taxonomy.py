@@ -36,6 +36,7 @@ class Taxonomy:
     detector_templates: dict[str, tuple[str, ...]]
     looks: dict[str, tuple[str, ...]] = field(default_factory=dict)  # a character described without its name
     paraphrase_templates: dict[str, tuple[str, ...]] = field(default_factory=dict)  # other wordings of captions
+    pair_templates: tuple[str, ...] = ()  # captions of a character beside a shape
     _by_name: dict[str, Concept] = field(default_factory=dict, repr=False, compare=False)
 
     def __post_init__(self):
@@ -67,7 +68,7 @@ class Taxonomy:
             for text in descriptions:
                 words.update(text.replace(",", " ").split())
         for templates in (self.caption_templates, self.generation_templates, self.detector_templates,
-                          self.paraphrase_templates):  # fmt: skip
+                          self.paraphrase_templates, {"pair": self.pair_templates}):  # fmt: skip
             for group in templates.values():
                 for template in group:
                     words.update(w for w in template.replace(",", " ").split() if "{" not in w)
@@ -93,4 +94,5 @@ def load_taxonomy(path: str | Path = TAXONOMY_PATH) -> Taxonomy:
         detector_templates={k: tuple(v) for k, v in data["detector_templates"].items()},
         looks={k: tuple(v) for k, v in data.get("looks", {}).items()},
         paraphrase_templates={k: tuple(v) for k, v in data.get("paraphrase_templates", {}).items()},
+        pair_templates=tuple(data.get("pair_templates", ())),
     )

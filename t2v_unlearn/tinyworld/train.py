@@ -84,7 +84,7 @@ def evaluator_batch(seed: int, batch_size: int, attribute_share: float = 0.8):
     return pixels, captions, true_of
 
 
-def classifier_batch(seed: int, batch_size: int, blank_share: float = 0.06):
+def classifier_batch(seed: int, batch_size: int, blank_share: float = 0.06, pair_share: float = 0.0):
     """Rendered images in [-1, 1] (B, 3, H, W) and their class index per head (TinyWorldClassifier's heads).
 
     Half are frames of moving scenes (anywhere along their path); a few are blank backgrounds, "none" for every
@@ -107,11 +107,13 @@ def classifier_batch(seed: int, batch_size: int, blank_share: float = 0.06):
             if rng.random() < 0.5:
                 scene = frame_scene(sample_scene(rng, video=True, id_share=0.4), float(rng.uniform(0, 1)))
             else:
-                scene = sample_scene(rng, id_share=0.4)
+                scene = sample_scene(rng, id_share=0.4, pair_share=pair_share)
             images.append(render(scene)[0])
             labels = {head: value or NONE for head, value in scene.labels().items()}
             body = colour_of.get(CHARACTER_COLOURS.get(scene.subject))  # a character's colour is its body's
             labels["colour"] = scene.colour if scene.category == "object" else body
+            if scene.companion is not None and scene.companion.category == "object":  # a pair: the shape's colour
+                labels["colour"] = scene.companion.colour
         for head, names in classes.items():
             targets[head].append(names.index(labels[head]))
     pixels = torch.from_numpy(np.stack(images).copy()).permute(0, 3, 1, 2).float() / 127.5 - 1
@@ -119,7 +121,7 @@ def classifier_batch(seed: int, batch_size: int, blank_share: float = 0.06):
 
 
 def image_batch(seed: int, batch_size: int, motion_share: float = 0.0, id_share: float = 0.3,
-                language: dict | None = None):  # fmt: skip
+                language: dict | None = None, pair_share: float = 0.0):  # fmt: skip
     """Rendered images in [-1, 1] (B, 3, H, W) with one caption each. Some are frames of moving scenes.
 
     `language` holds `caption`'s probabilities (render.LANGUAGE_V1 or LANGUAGE_V2).
@@ -133,7 +135,7 @@ def image_batch(seed: int, batch_size: int, motion_share: float = 0.0, id_share:
             text = caption(moving, rng, **language)
             scene = frame_scene(moving, float(rng.integers(8)) / 7)
         else:
-            scene = sample_scene(rng, id_share=id_share)
+            scene = sample_scene(rng, id_share=id_share, pair_share=pair_share)
             text = caption(scene, rng, **language)
         images.append(render(scene)[0])
         captions.append(text)
@@ -373,7 +375,7 @@ def stage_classifier(args, tokenizer, record):
     generator = torch.Generator().manual_seed(args.seed + 5)
 
     def step(i):
-        pixels, targets = classifier_batch(50_000_000 + i, args.classifier_batch_size)
+        pixels, targets = classifier_batch(50_000_000 + i, args.classifier_batch_size, pair_share=args.pair_share)
         pixels = pixels.to(args.device)
         through_vae = torch.rand(len(pixels), generator=generator) < 0.5
         if through_vae.any():
@@ -466,7 +468,8 @@ def stage_image(args, tokenizer, record):
     language = LANGUAGES[args.language]
 
     def step(i):
-        pixels, captions = image_batch(30_000_000 + i, args.batch_size, motion_share=0.25, language=language)
+        pixels, captions = image_batch(30_000_000 + i, args.batch_size, motion_share=0.25, language=language,
+                                       pair_share=args.pair_share)  # fmt: skip
         captions = ["" if torch.rand(1, generator=generator).item() < 0.1 else c for c in captions]
         latents = _encode_latents(vae, pixels.to(args.device))
         noise = torch.randn(latents.shape, generator=generator).to(args.device)
@@ -659,6 +662,8 @@ def parse_args(argv=None) -> argparse.Namespace:
                         help="Min-SNR-gamma loss weighting of the image and video stages (0: plain epsilon MSE, v1)")
     parser.add_argument("--late-timestep-share", type=float, default=0.3,
                         help="share of timesteps drawn from the noisier 70%% of the schedule (0: uniform, v1)")
+    parser.add_argument("--pair-share", type=float, default=0.0,
+                        help="share of still scenes (image and classifier stages) holding a character beside a shape")
     parser.add_argument(
         "--language",
         choices=sorted(LANGUAGES),

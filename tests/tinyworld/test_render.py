@@ -127,3 +127,23 @@ def test_v2_captions_misspell_paraphrase_and_describe_by_look():
     a, b = np.random.default_rng(5), np.random.default_rng(5)
     scene = sample_scene(np.random.default_rng(0))
     assert [caption(scene, a) for _ in range(20)] == [caption(scene, b, misspell_prob=0.0) for _ in range(20)]
+
+
+def test_a_pair_shows_a_character_beside_a_shape_and_says_both():
+    taxonomy = load_taxonomy()
+    rng = np.random.default_rng(4)
+    for _ in range(12):
+        scene = sample_scene(rng, pair_share=1.0)
+        labels = scene.labels()
+        assert labels["id"] in taxonomy.names("id") and labels["object"] in taxonomy.names("object")
+        text = caption(scene, rng, synonym_prob=0.0)
+        assert labels["id"] in text and labels["object"] in text
+        pixels = render(scene)[0].reshape(-1, 3).astype(int)
+        body = np.array(CHARACTER_COLOURS[labels["id"]])
+        assert (np.abs(pixels - body).sum(1) < 30).mean() > 0.02  # the character is drawn
+        assert scene.companion.x != scene.x  # side by side
+    fixed = sample_scene(np.random.default_rng(0), subject="star", pair_share=1.0)
+    assert fixed.labels()["object"] == "star" and fixed.companion.category == "id"
+    # without pairs, sampling draws exactly what it drew before they existed
+    assert sample_scene(np.random.default_rng(9)) == sample_scene(np.random.default_rng(9), pair_share=0.0)
+    assert sample_scene(np.random.default_rng(9), video=True, pair_share=1.0).companion is None  # videos: one thing
