@@ -50,7 +50,7 @@ def zorbo_erased(image_pipe):
 def test_erasing_a_character_removes_it_and_keeps_another(image_pipe, detector, zorbo_erased):
     assert zorbo_erased.steps >= 3  # the rule cannot fire at once
     # the concept's encodings came closer to the anchor's (a flipped objective moves them away)
-    assert zorbo_erased.history[-1]["distance_ratio"] < 0.6
+    assert zorbo_erased.history[-1]["distance_ratio"] < 0.8  # v1 models: 0.41, v2: 0.63; flipped: above 1
     before = id_hits(image_pipe, detector, "zorbo", "zorbo")
     after = id_hits(image_pipe, detector, "zorbo", "zorbo", zorbo_erased.text_encoder)
     assert before.mean() >= 0.75, "the base model should draw zorbo for these prompts"
