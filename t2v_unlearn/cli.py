@@ -85,10 +85,12 @@ def cmd_generate(args) -> int:
     from dataclasses import asdict
 
     from .encoders.checkpoint import load_pipeline
-    from .pipelines.generate import GenerateConfig, generate_images, generate_videos, sampler
+    from .pipelines.generate import generate_images, generate_videos, sampler
     from .pipelines.video_io import write_frames, write_gif, write_mp4
 
     saved = json.loads(Path(args.config).read_text()) if args.config else {}
+    if not isinstance(saved, dict) or not isinstance(saved.get("config", {}), dict):
+        raise ValueError(f"--config {args.config} holds no saved generation (the generate.json that generate writes)")
     config = config_from_args(GenerateConfig, args, base=saved.get("config"))
     if args.text_encoder is None:  # a saved run's encoder and model, unless given again
         args.text_encoder = saved.get("text_encoder")

@@ -96,6 +96,7 @@ def test_generate_images(tmp_path):
         (["generate", "--prompt", "zorbo", "--num", "0"], "--num must be between 1"),
         (["generate", "--prompt", "zorbo", "--guidance", "nan"], "--guidance must be 0 or more"),
         (["generate", "--steps", "3"], "--prompt is empty"),
+        (["generate", "--config", __file__.replace("test_cli.py", "conftest.py")], "Expecting value"),
     ],
 )
 def test_bad_input_fails_with_a_clear_message_and_no_output(tmp_path, args, message):
