@@ -29,7 +29,7 @@ from t2v_unlearn.encoders.prompts import resolve_concepts, retain_prompts
 from t2v_unlearn.eval.detector import load_detector
 from t2v_unlearn.eval.metrics import wilson_bounds
 from t2v_unlearn.pipelines import load_pipeline
-from t2v_unlearn.pipelines.generate import generate_images
+from t2v_unlearn.pipelines.generate import SAMPLERS, generate_images, sampler
 from t2v_unlearn.tinyworld.classifier import NONE
 from t2v_unlearn.tinyworld.taxonomy import load_taxonomy
 
@@ -52,6 +52,9 @@ VARIANTS = {
     "lr1e-3": {"lr": 1e-3},
     "lr5e-4": {"lr": 5e-4},
     "lr2e-3": {"lr": 2e-3},
+    "steps40": {"max_steps": 40},
+    "lr5e-4-40": {"lr": 5e-4, "max_steps": 40},
+    "lr1e-3-40": {"lr": 1e-3, "max_steps": 40},
     "no-variants": {"variants": False},
     "ascent-old": {"objective": "ascent", "variants": False, "shot_sampler": "pipeline", "shot_steps": 25,
                    "lr": 2e-4, "max_steps": 200},
@@ -73,12 +76,13 @@ def dev_prompts(name: str, category: str, count: int) -> list[str]:
     return prompts
 
 
-def hit_rates(detector, pipe, plan: dict, seeds: list[int], steps: int) -> dict[str, np.ndarray]:
+def hit_rates(detector, pipe, plan: dict, seeds: list[int], steps: int, solver: str) -> dict[str, np.ndarray]:
     """concept -> (images,) bool hits of the concept's own name, classified on the concept's category head."""
     out = {}
     for name, (category, prompts) in plan.items():
         all_prompts = [p for p in prompts for _ in seeds]
-        frames = generate_images(pipe, all_prompts, [s for _ in prompts for s in seeds], steps)
+        with sampler(pipe, solver):
+            frames = generate_images(pipe, all_prompts, [s for _ in prompts for s in seeds], steps)
         labels = [*load_taxonomy().names(category), NONE]
         probabilities = detector.probabilities(frames, labels)
         out[name] = np.asarray(labels)[probabilities.argmax(-1)] == name
@@ -96,7 +100,8 @@ def main():
     parser.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=list(VARIANTS))
     parser.add_argument("--prompts", type=int, default=6)
     parser.add_argument("--seeds", type=int, default=2)
-    parser.add_argument("--steps", type=int, default=25)
+    parser.add_argument("--steps", type=int, default=25, help="denoising steps of the scored samples")
+    parser.add_argument("--sampler", default="pipeline", choices=SAMPLERS, help="the scored samples' sampler")
     parser.add_argument("--detector", default="tinyworld")
     parser.add_argument("--others", type=int, default=2, help="retained concepts scored per other category")
     parser.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "erase_dev.json"))
@@ -108,7 +113,7 @@ def main():
     seeds = [100 + s for s in range(args.seeds)]  # the suite uses seeds 0-3
     plan = {c.name: (c.category, dev_prompts(c.name, c.category, args.prompts)) for c in taxonomy.concepts}
     start = time.perf_counter()
-    before = hit_rates(detector, pipe, plan, seeds, args.steps)
+    before = hit_rates(detector, pipe, plan, seeds, args.steps, args.sampler)
     print(
         f"original model: {time.perf_counter() - start:.0f} s;",
         ", ".join(f"{c} {h.mean():.2f}" for c, h in before.items()),
@@ -127,7 +132,8 @@ def main():
             same = [n for n in taxonomy.names(category) if n != concept]
             other = [n for c in ("object", "style", "id") if c != category for n in taxonomy.names(c)[: args.others]]
             try:
-                after = hit_rates(detector, pipe, {n: plan[n] for n in (concept, *same, *other)}, seeds, args.steps)
+                chosen = {n: plan[n] for n in (concept, *same, *other)}
+                after = hit_rates(detector, pipe, chosen, seeds, args.steps, args.sampler)
             finally:
                 pipe.text_encoder = original
             specs = resolve_concepts([concept], None, pipe.tokenizer)

@@ -25,20 +25,22 @@ from t2v_unlearn.encoders import EraseConfig, erase_concept
 from t2v_unlearn.eval.detector import load_detector
 from t2v_unlearn.eval.metrics import wilson_bounds
 from t2v_unlearn.pipelines import load_pipeline
-from t2v_unlearn.pipelines.generate import generate_images
+from t2v_unlearn.pipelines.generate import SAMPLERS, generate_images, sampler
 from t2v_unlearn.tinyworld.classifier import NONE
 from t2v_unlearn.tinyworld.taxonomy import load_taxonomy
 
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def hit_rate(pipe, detector, concept: str, category: str, prompts: int, seeds: list[int], text_encoder=None) -> dict:
+def hit_rate(pipe, detector, concept: str, category: str, prompts: int, seeds: list[int], text_encoder=None,
+             solver: str = "pipeline", steps: int = 25) -> dict:  # fmt: skip
     texts = dev_prompts(concept, category, prompts)
     original = pipe.text_encoder
     if text_encoder is not None:
         pipe.text_encoder = text_encoder
     try:
-        images = generate_images(pipe, [t for t in texts for _ in seeds], seeds * len(texts), 25)
+        with sampler(pipe, solver):
+            images = generate_images(pipe, [t for t in texts for _ in seeds], seeds * len(texts), steps)
     finally:
         pipe.text_encoder = original
     labels = [*load_taxonomy().names(category), NONE]
@@ -52,6 +54,10 @@ def main():
     parser.add_argument("--concepts", nargs="+", default=["zorbo", "striped", "star"])
     parser.add_argument("--steps", nargs="+", type=int, default=[0, 5, 10, 15, 20, 30, 40])
     parser.add_argument("--lr", type=float, default=EraseConfig().lr)
+    parser.add_argument("--gap-ratio", type=float, default=EraseConfig().gap_ratio, help="the rule's threshold")
+    parser.add_argument("--max-steps", type=int, default=EraseConfig().max_steps, help="the rule's cap on steps")
+    parser.add_argument("--sampler", default="pipeline", choices=SAMPLERS, help="the scored samples' sampler")
+    parser.add_argument("--sample-steps", type=int, default=25, help="the scored samples' denoising steps")
     parser.add_argument("--prompts", type=int, default=6)
     parser.add_argument("--seeds", type=int, default=2)
     parser.add_argument("--detector", default="tinyworld")
@@ -62,13 +68,15 @@ def main():
     pipe = load_pipeline("image", progress=False)
     detector = load_detector(args.detector)
     seeds = [100 + s for s in range(args.seeds)]
-    default = EraseConfig(lr=args.lr)
+    default = EraseConfig(lr=args.lr, gap_ratio=args.gap_ratio, max_steps=args.max_steps)
+    scoring = {"solver": args.sampler, "steps": args.sample_steps}
     results = {}
     for concept in args.concepts:
         category = taxonomy.get(concept).category
         longest = max(args.steps)
-        full = erase_concept(pipe, [concept], EraseConfig(lr=args.lr, stop_rule="max-steps", max_steps=longest),
-                             progress=False)  # fmt: skip
+        # the rule's statistic at every step, never firing (the check set has its own noise: the same trajectory)
+        watch = EraseConfig(lr=args.lr, stop_rule="anchor-gap", gap_ratio=0.0, check_every=1, max_steps=longest)
+        full = erase_concept(pipe, [concept], watch, progress=False)
         rule = erase_concept(pipe, [concept], default, progress=False, shots=full.shots)
         trace = []
         for steps in args.steps:
@@ -77,16 +85,18 @@ def main():
                 encoder = erase_concept(pipe, [concept], EraseConfig(lr=args.lr, stop_rule="max-steps",
                                                                      max_steps=steps), progress=False,
                                         shots=full.shots).text_encoder  # fmt: skip
-            record = full.history[steps - 1] if steps > 0 else {"distance_ratio": 1.0, "text_ratio": 1.0}
-            rate = hit_rate(pipe, detector, concept, category, args.prompts, seeds, encoder)
+            record = full.history[steps - 1] if steps > 0 else {"distance_ratio": 1.0, "text_ratio": 1.0,
+                                                                "gap_ratio": 1.0}  # fmt: skip
+            rate = hit_rate(pipe, detector, concept, category, args.prompts, seeds, encoder, **scoring)
             entry = {"steps": steps, "hit_rate": rate, "distance_ratio": record.get("distance_ratio"),
-                     "text_ratio": record.get("text_ratio")}  # fmt: skip
+                     "text_ratio": record.get("text_ratio"), "gap_ratio": record.get("gap_ratio")}  # fmt: skip
             trace.append(entry)
             print(f"{concept:8s} step {steps:3d}: hit rate {entry['hit_rate']['value']:.2f} "
                   f"[{entry['hit_rate']['low']:.2f}, {entry['hit_rate']['high']:.2f}]  distance ratio "
-                  f"{entry['distance_ratio']:.3f}  text ratio {entry['text_ratio']:.3f}", flush=True)  # fmt: skip
+                  f"{entry['distance_ratio']:.3f}  gap ratio {entry['gap_ratio']:.3f}", flush=True)  # fmt: skip
         fired = {"steps": rule.steps, "stopped_by": rule.stopped_by,
-                 "hit_rate": hit_rate(pipe, detector, concept, category, args.prompts, seeds, rule.text_encoder)}
+                 "hit_rate": hit_rate(pipe, detector, concept, category, args.prompts, seeds, rule.text_encoder,
+                                     **scoring)}
         print(f"{concept:8s} the default rule fired at step {rule.steps} ({rule.stopped_by}): hit rate "
               f"{fired['hit_rate']['value']:.2f} [{fired['hit_rate']['low']:.2f}, {fired['hit_rate']['high']:.2f}]",
               flush=True)  # fmt: skip
@@ -98,7 +108,8 @@ def main():
         "machine": f"{platform.machine()}, {torch.get_num_threads()} threads",
         "command": "python benchmarks/stop_rule.py " + " ".join(f"--{k} {v}" for k, v in vars(args).items()
                                                                  if k != "out"),
-        "rule": {"stop_rule": default.stop_rule, "anchor_ratio": default.anchor_ratio, "lr": args.lr},
+        "rule": {"stop_rule": default.stop_rule, "gap_ratio": default.gap_ratio, "lr": args.lr,
+                 "max_steps": default.max_steps},
         "results": results,
     }  # fmt: skip
     out.write_text(json.dumps(summary, indent=2, sort_keys=True) + "\n")

@@ -21,7 +21,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from diffusers import DiffusionPipeline
-from PIL import Image
+from PIL import Image, ImageOps
 from tqdm.auto import tqdm
 from transformers import CLIPTextModel
 
@@ -31,7 +31,7 @@ from .trainable import LORA_TARGET_MODULES, TRAINABLE_PRESETS, trainable_paramet
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp")
 OBJECTIVES = ("anchor", "ascent")
-STOP_RULES = ("auto", "anchor-distance", "loss-ratio", "max-steps")
+STOP_RULES = ("auto", "anchor-gap", "anchor-distance", "loss-ratio", "max-steps")
 SHOT_SAMPLERS = ("dpm-solver", "unipc", "pipeline")
 
 
@@ -71,18 +71,21 @@ class EraseConfig:
     )  # fmt: skip
     shot_guidance: float = field(default=6.0, metadata={"help": "guidance scale for generating the shots"})
     batch_size: int = field(default=4, metadata={"help": "shots per optimisation step"})
-    lr: float = field(default=2e-4, metadata={"help": "Adam learning rate"})
+    lr: float = field(default=1e-3, metadata={"help": "Adam learning rate"})
     betas: tuple[float, float] = field(default=(0.9, 0.98), metadata={"help": "Adam betas (published values)"})
     adam_eps: float = field(default=1e-6, metadata={"help": "Adam epsilon (published value)"})
     weight_decay: float = field(default=1e-8, metadata={"help": "Adam weight decay (published value)"})
     max_steps: int | None = field(
         default=None,
-        metadata={"help": "cap on optimisation steps; default 20, or 60 with --to (drawing the target takes longer "
+        metadata={"help": "cap on optimisation steps; default 30, or 60 with --to (drawing the target takes longer "
                           "than removing the concept)"},
     )  # fmt: skip
     stop_rule: str = field(
         default="auto",
-        metadata={"help": "'anchor-distance' (anchor objective, free: the concept prompts' encodings come within "
+        metadata={"help": "'anchor-gap' (anchor objective: on a fixed check set of noised shots, the UNet's "
+                          "prediction under the concept prompts comes within gap_ratio of its start distance to the "
+                          "prediction under the anchor prompts), 'anchor-distance' (free: the concept prompts' "
+                          "encodings come within "
                           "anchor_ratio of their start distance to the anchor prompts'), 'loss-ratio' (ascent; see "
                           "stop_ratio), 'max-steps', or 'auto' (the one that fits the objective)"},
     )  # fmt: skip
@@ -90,6 +93,11 @@ class EraseConfig:
         default=0.2,
         metadata={"help": "anchor-distance rule: stop once the running mean of the squared distance between the "
                           "concept's and the anchor's prompt encodings falls to this share of where it started"},
+    )  # fmt: skip
+    gap_ratio: float = field(
+        default=0.2,
+        metadata={"help": "anchor-gap rule: stop once the UNet's squared prediction gap between the concept and the "
+                          "anchor prompts on the check set falls to this share of the original encoder's gap"},
     )  # fmt: skip
     stop_ratio: float = field(
         default=1.15,
@@ -117,21 +125,22 @@ class EraseConfig:
 
     def __post_init__(self):
         if self.max_steps is None:
-            self.max_steps = 60 if self.anchor else 20
+            self.max_steps = 60 if self.anchor else 30
         if self.shot_sampler not in SHOT_SAMPLERS:
             raise ValueError(f"shot_sampler must be one of {SHOT_SAMPLERS}, got {self.shot_sampler!r}")
         if self.objective not in OBJECTIVES:
             raise ValueError(f"objective must be one of {OBJECTIVES}, got {self.objective!r}")
         if self.stop_rule == "auto":
-            self.stop_rule = "anchor-distance" if self.objective == "anchor" else "loss-ratio"
+            self.stop_rule = "anchor-gap" if self.objective == "anchor" else "loss-ratio"
         if self.robust and self.objective != "anchor":
             raise ValueError("--robust needs the anchor objective (it erases under the attack toward the anchor)")
         if self.robust_steps < 1 or not self.robust_lr > 0:
             raise ValueError("robust_steps must be at least 1 and robust_lr positive")
-        if self.stop_rule == "anchor-distance" and self.objective != "anchor":
-            raise ValueError("stop_rule 'anchor-distance' needs objective 'anchor'")
-        if not 0 <= self.anchor_ratio < 1:
-            raise ValueError(f"anchor_ratio must lie in [0, 1), got {self.anchor_ratio}")
+        if self.stop_rule in ("anchor-distance", "anchor-gap") and self.objective != "anchor":
+            raise ValueError(f"stop_rule {self.stop_rule!r} needs objective 'anchor'")
+        for name in ("anchor_ratio", "gap_ratio"):
+            if not 0 <= getattr(self, name) < 1:  # also refuses NaN
+                raise ValueError(f"{name} must lie in [0, 1), got {getattr(self, name)}")
         if self.anchor is not None and not self.anchor.strip():
             raise ValueError("--to is empty: name the concept to replace the erased one with")
         self.synonyms = tuple(s.strip() for s in self.synonyms if s and s.strip())
@@ -184,11 +193,7 @@ def load_image_folder(folder: str | Path, size: int) -> np.ndarray:
             image = Image.open(path).convert("RGB")
         except OSError as error:
             raise ValueError(f"cannot read image {path}: {error}") from error
-        scale = size / min(image.size)
-        image = image.resize((max(size, round(image.width * scale)), max(size, round(image.height * scale))),
-                             Image.BICUBIC)  # fmt: skip
-        left, top = (image.width - size) // 2, (image.height - size) // 2
-        images.append(np.asarray(image.crop((left, top, left + size, top + size)), dtype=np.uint8))
+        images.append(np.asarray(ImageOps.fit(image, (size, size), Image.BICUBIC), dtype=np.uint8))
     return np.stack(images)
 
 
@@ -243,6 +248,15 @@ def anchor_loss(unet, scheduler, latents, noise, timesteps, hidden_states, ancho
         target = unet(noisy, timesteps, anchor_hidden_states.to(unet.dtype)).sample.float()
     pred = unet(noisy, timesteps, hidden_states.to(unet.dtype)).sample.float()
     return F.mse_loss(pred, target)
+
+
+def _predict(unet, noisy, timesteps, hidden_states, chunk: int) -> torch.Tensor:
+    """The UNet's predictions for a check set, `chunk` rows at a time (a check set is larger than a training batch)."""
+    out = []
+    for start in range(0, len(noisy), chunk):
+        rows = slice(start, start + chunk)
+        out.append(unet(noisy[rows].to(unet.dtype), timesteps[rows], hidden_states[rows].to(unet.dtype)).sample.float())
+    return torch.cat(out)
 
 
 def _inner_attack(model, tokenizer, unet, scheduler, prompts, latents, noise, timesteps, concept_ids, start,
@@ -376,6 +390,7 @@ def _erase(pipe, concepts, config: EraseConfig, progress: bool, shots) -> EraseR
     # 3. fixed targets: the original encoder's outputs for retained prompts and for the anchor prompts, and (for the
     #    loss-ratio rule) a fixed check set
     check = config.objective == "ascent"  # the loss-ratio check set: the ascent's record, and its stop rule
+    gap_check = config.stop_rule == "anchor-gap"
     with torch.no_grad():
         kept = retain_prompts(specs, config.seed)
         kept_targets = _encode(base_encoder, tokenizer, kept).float() if config.preserve_weight > 0 else None
@@ -383,14 +398,23 @@ def _erase(pipe, concepts, config: EraseConfig, progress: bool, shots) -> EraseR
         if config.objective == "anchor":
             anchor_hidden = [_encode(base_encoder, tokenizer, list(spec.anchor_prompts)).float() for spec in specs]
             concept_hidden = [_encode(base_encoder, tokenizer, list(spec.prompts)).float() for spec in specs]
-        if check:
+        if check or gap_check:  # every shot at fixed timesteps and noise, each row with one of its concept's prompts
             check_t = torch.linspace(0, num_train_timesteps - 1, config.eval_timesteps + 2)[1:-1].long()
             check_latents = latents.repeat_interleave(len(check_t), 0)
             check_timesteps = check_t.repeat(len(latents)).to(device)
-            check_noise = torch.randn(check_latents.shape, generator=generator).to(device)
-            check_concepts = concept_of.repeat_interleave(len(check_t))
-            check_prompts = [specs[c].prompts[i % len(specs[c].prompts)]
-                             for i, c in enumerate(check_concepts.tolist())]  # fmt: skip
+            # its own generator: whether a rule checks does not change the optimisation's draws
+            check_generator = torch.Generator("cpu").manual_seed(config.seed + 1)
+            check_noise = torch.randn(check_latents.shape, generator=check_generator).to(device)
+            check_rows = [(c, i % len(specs[c].prompts))
+                          for i, c in enumerate(concept_of.repeat_interleave(len(check_t)).tolist())]  # fmt: skip
+            check_prompts = [specs[c].prompts[i] for c, i in check_rows]
+        if gap_check:  # the UNet's predictions under the anchor prompts: where the concept's should arrive
+            noisy_check = scheduler.add_noise(check_latents, check_noise, check_timesteps)
+            anchor_rows = torch.stack([anchor_hidden[c][i] for c, i in check_rows])
+            gap_target = _predict(unet, noisy_check, check_timesteps, anchor_rows, config.batch_size)
+            start_gap = _predict(unet, noisy_check, check_timesteps, _encode(base_encoder, tokenizer, check_prompts),
+                                 config.batch_size).sub(gap_target).pow(2).mean().item()  # fmt: skip
+        if check:
             empty_hidden = _encode(base_encoder, tokenizer, [""]).float()
             neutral_loss = denoising_loss(unet, scheduler, check_latents, check_noise, check_timesteps,
                                           empty_hidden.expand(len(check_latents), -1, -1)).item()  # fmt: skip
@@ -400,6 +424,14 @@ def _erase(pipe, concepts, config: EraseConfig, progress: bool, shots) -> EraseR
         with torch.no_grad():
             hidden = _encode(model, tokenizer, check_prompts)
             return denoising_loss(unet, scheduler, check_latents, check_noise, check_timesteps, hidden).item()
+
+    def prediction_gap() -> float:
+        """The check set's squared gap between the UNet's predictions under the concept and the anchor prompts, as a
+        share of the original encoder's: 0 when the concept prompts draw exactly what the anchor prompts draw."""
+        with torch.no_grad():
+            hidden = _encode(model, tokenizer, check_prompts)
+            gap = _predict(unet, noisy_check, check_timesteps, hidden, config.batch_size).sub(gap_target).pow(2)
+        return gap.mean().item() / max(start_gap, 1e-12)
 
     history = [{"step": 0, "concept_loss": concept_loss(), "neutral_loss": neutral_loss}] if check else []
     timings["setup"] = time.perf_counter() - start
@@ -462,6 +494,14 @@ def _erase(pipe, concepts, config: EraseConfig, progress: bool, shots) -> EraseR
             if config.stop_rule == "anchor-distance" and step >= 3 and running <= config.anchor_ratio:
                 stopped_by = "anchor_distance"
                 break
+            if gap_check and (step % config.check_every == 0 or step == config.max_steps):
+                check_start = time.perf_counter()
+                history[-1]["gap_ratio"] = gap = prediction_gap()
+                timings["checks_in_optimise"] = timings.get("checks_in_optimise", 0.0) + time.perf_counter() - check_start
+                bar.set_postfix(gap=f"{gap:.3f}")
+                if gap <= config.gap_ratio:
+                    stopped_by = "anchor_gap"
+                    break
         elif check and (step % config.check_every == 0 or step == config.max_steps):
             record = {"step": step, "concept_loss": concept_loss(), "neutral_loss": neutral_loss,
                       "ascent_loss": value, "preserve_loss": preserve.item()}  # fmt: skip

@@ -1,8 +1,8 @@
 """Erasing works as the evaluator sees it: images of the concept's prompts stop showing it, others keep theirs.
 
 Small plans (a few prompts the erase never trained on, two seeds, images only) scored by the shipped TinyWorld
-detector. These fail if the objective's sign is flipped (the anchor-distance rule never fires, the concept
-stays or the encoder wanders off) or if the stop rule fires at once (nothing is erased).
+detector. These fail if the objective's sign is flipped (the anchor-gap rule never fires, the concept stays or
+the encoder wanders off) or if the stop rule fires at once (nothing is erased).
 """
 
 import numpy as np
@@ -49,8 +49,10 @@ def zorbo_erased(image_pipe):
 
 def test_erasing_a_character_removes_it_and_keeps_another(image_pipe, detector, zorbo_erased):
     assert zorbo_erased.steps >= 3  # the rule cannot fire at once
-    # the concept's encodings came closer to the anchor's (a flipped objective moves them away)
-    assert zorbo_erased.history[-1]["distance_ratio"] < 0.8  # v1 models: 0.41, v2: 0.63; flipped: above 1
+    # the rule fired: the UNet's predictions under the concept's prompts came within 20% of the anchor's (a flipped
+    # objective drives them apart, so the run would end at max_steps)
+    assert zorbo_erased.stopped_by == "anchor_gap", zorbo_erased.stopped_by
+    assert zorbo_erased.history[-1]["gap_ratio"] <= 0.2
     before = id_hits(image_pipe, detector, "zorbo", "zorbo")
     after = id_hits(image_pipe, detector, "zorbo", "zorbo", zorbo_erased.text_encoder)
     assert before.mean() >= 0.75, "the base model should draw zorbo for these prompts"

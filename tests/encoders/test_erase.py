@@ -8,7 +8,7 @@ from PIL import Image
 from transformers import CLIPTextConfig, CLIPTextModel
 
 from t2v_unlearn.encoders import EraseConfig, erase_concept
-from t2v_unlearn.encoders.erase import denoising_target
+from t2v_unlearn.encoders.erase import denoising_target, load_image_folder
 from t2v_unlearn.encoders.trainable import trainable_parameter_names
 from t2v_unlearn.tinyworld.render import Scene, render
 
@@ -81,6 +81,22 @@ def test_erasing_is_deterministic(image_pipe):
     assert _same(a, b)
 
 
+def test_anchor_gap_rule_watches_without_changing_the_run(image_pipe):
+    quick = {**FAST, "max_steps": 3, "num_shots": 2, "eval_timesteps": 2}
+    plain = erase_concept(image_pipe, ["zorbo"], EraseConfig(**quick), progress=False)
+    watched = erase_concept(image_pipe, ["zorbo"], EraseConfig(**{**quick, "stop_rule": "anchor-gap", "check_every": 1},
+                                                               gap_ratio=0.0), progress=False)  # fmt: skip
+    assert watched.stopped_by == "max_steps" and watched.steps == 3
+    assert _same(plain.text_encoder.state_dict(), watched.text_encoder.state_dict())
+    gaps = [h["gap_ratio"] for h in watched.history]
+    assert len(gaps) == 3 and all(0 <= g for g in gaps)
+    assert "checks_in_optimise" in watched.timings
+    # a threshold the first check meets ends the run there
+    early = erase_concept(image_pipe, ["zorbo"], EraseConfig(**{**quick, "stop_rule": "anchor-gap", "check_every": 2,
+                                                                  "max_steps": 6}, gap_ratio=0.999), progress=False)
+    assert early.stopped_by == "anchor_gap" and early.steps == 2
+
+
 def test_stop_rule_stops_early_when_the_ratio_is_reached(image_pipe):
     config = EraseConfig(**{**FAST, "stop_rule": "loss-ratio", "max_steps": 30}, objective="ascent", stop_ratio=0.0)
     result = erase_concept(image_pipe, ["heart"], config, progress=False)
@@ -99,6 +115,16 @@ def test_real_images_are_resized_and_used(image_pipe, tmp_path):
         Image.fromarray(frame).resize((90, 120)).save(tmp_path / f"shot{i}.png")
     result = erase_concept(image_pipe, ["zorbo"], EraseConfig(**FAST, images=str(tmp_path)), progress=False)
     assert result.shots["zorbo"].shape == (2, 64, 64, 3)
+
+
+def test_image_folder_keeps_the_centre_of_a_tall_image(tmp_path):
+    tall = np.zeros((120, 40, 3), dtype=np.uint8)  # black, with a red band in the middle third only
+    tall[40:80] = (255, 0, 0)
+    Image.fromarray(tall).save(tmp_path / "tall.png")
+    (image,) = load_image_folder(tmp_path, 32)
+    assert image.shape == (32, 32, 3)
+    # cropped, not squashed: the centre 40 x 40 square is all band (a squashed image would be black at top and bottom)
+    assert image[..., 0].min() > 200 and image[..., 1].max() < 50
 
 
 @pytest.mark.parametrize("bad", [[""], ["   "], [], ["not-a-tinyworld-thing"]])
@@ -125,6 +151,12 @@ def test_config_validates():
             EraseConfig(**bad)
     with pytest.raises(ValueError, match="stop_ratio"):
         EraseConfig(stop_ratio=-1.0)
+    for bad in (1.0, -0.1, float("nan")):
+        with pytest.raises(ValueError, match="gap_ratio"):
+            EraseConfig(gap_ratio=bad)
+    with pytest.raises(ValueError, match="needs objective 'anchor'"):
+        EraseConfig(objective="ascent", stop_rule="anchor-gap")
+    assert EraseConfig().stop_rule == "anchor-gap" and EraseConfig(objective="ascent").stop_rule == "loss-ratio"
 
 
 def test_given_shots_skip_generation(image_pipe):
