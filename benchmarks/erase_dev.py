@@ -169,8 +169,9 @@ def main():
     previous = json.loads(out.read_text()) if out.exists() else {}
     summary = {
         "machine": f"{platform.machine()}, {torch.get_num_threads()} threads",
-        "command": "python benchmarks/erase_dev.py " + " ".join(f"--{k} {v}" for k, v in vars(args).items()
-                                                                 if k != "out"),
+        "command": "python benchmarks/erase_dev.py " + " ".join(
+            f"--{k.replace('_', '-')} {' '.join(map(str, v)) if isinstance(v, list) else v}"
+            for k, v in vars(args).items() if k != "out"),
         "before": {c: rate(h) for c, h in before.items()},
         "results": {**previous.get("results", {}), **results},
         "variants": {v: VARIANTS[v] for v in args.variants},

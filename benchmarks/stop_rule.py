@@ -106,8 +106,9 @@ def main():
     out.parent.mkdir(parents=True, exist_ok=True)
     summary = {
         "machine": f"{platform.machine()}, {torch.get_num_threads()} threads",
-        "command": "python benchmarks/stop_rule.py " + " ".join(f"--{k} {v}" for k, v in vars(args).items()
-                                                                 if k != "out"),
+        "command": "python benchmarks/stop_rule.py " + " ".join(
+            f"--{k.replace('_', '-')} {' '.join(map(str, v)) if isinstance(v, list) else v}"
+            for k, v in vars(args).items() if k != "out"),
         "rule": {"stop_rule": default.stop_rule, "gap_ratio": default.gap_ratio, "lr": args.lr,
                  "max_steps": default.max_steps},
         "results": results,

@@ -255,7 +255,8 @@ def _predict(unet, noisy, timesteps, hidden_states, chunk: int) -> torch.Tensor:
     out = []
     for start in range(0, len(noisy), chunk):
         rows = slice(start, start + chunk)
-        out.append(unet(noisy[rows].to(unet.dtype), timesteps[rows], hidden_states[rows].to(unet.dtype)).sample.float())
+        hidden = hidden_states[rows].to(unet.dtype)
+        out.append(unet(noisy[rows].to(unet.dtype), timesteps[rows], hidden).sample.float())
     return torch.cat(out)
 
 
@@ -497,7 +498,8 @@ def _erase(pipe, concepts, config: EraseConfig, progress: bool, shots) -> EraseR
             if gap_check and (step % config.check_every == 0 or step == config.max_steps):
                 check_start = time.perf_counter()
                 history[-1]["gap_ratio"] = gap = prediction_gap()
-                timings["checks_in_optimise"] = timings.get("checks_in_optimise", 0.0) + time.perf_counter() - check_start
+                spent = time.perf_counter() - check_start
+                timings["checks_in_optimise"] = timings.get("checks_in_optimise", 0.0) + spent
                 bar.set_postfix(gap=f"{gap:.3f}")
                 if gap <= config.gap_ratio:
                     stopped_by = "anchor_gap"

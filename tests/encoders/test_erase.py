@@ -84,8 +84,8 @@ def test_erasing_is_deterministic(image_pipe):
 def test_anchor_gap_rule_watches_without_changing_the_run(image_pipe):
     quick = {**FAST, "max_steps": 3, "num_shots": 2, "eval_timesteps": 2}
     plain = erase_concept(image_pipe, ["zorbo"], EraseConfig(**quick), progress=False)
-    watched = erase_concept(image_pipe, ["zorbo"], EraseConfig(**{**quick, "stop_rule": "anchor-gap", "check_every": 1},
-                                                               gap_ratio=0.0), progress=False)  # fmt: skip
+    watch = EraseConfig(**{**quick, "stop_rule": "anchor-gap", "check_every": 1}, gap_ratio=0.0)
+    watched = erase_concept(image_pipe, ["zorbo"], watch, progress=False)
     assert watched.stopped_by == "max_steps" and watched.steps == 3
     assert _same(plain.text_encoder.state_dict(), watched.text_encoder.state_dict())
     gaps = [h["gap_ratio"] for h in watched.history]
