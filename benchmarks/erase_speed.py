@@ -32,7 +32,9 @@ ROOT = Path(__file__).resolve().parent.parent
 def run_once(concept: str, trainable: str, extra: list[str], tree: Path | None = None) -> dict:
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp) / "ckpt"
-        cli = [sys.executable, "-m", "t2v_unlearn.cli", "erase", "--concept", concept, "--out", str(out),
+        # releases before the commands package ran as t2v_unlearn.cli
+        module = "t2v_unlearn.cli" if ((tree or ROOT) / "t2v_unlearn" / "cli.py").exists() else "t2v_unlearn"
+        cli = [sys.executable, "-m", module, "erase", "--concept", concept, "--out", str(out),
                "--no-preview", "--quiet", "--device", "cpu", "--trainable", trainable, *extra]  # fmt: skip
         env = {**os.environ, "HF_HUB_OFFLINE": "1"}
         if tree is not None:  # the baseline's own package, ahead of the installed one

@@ -31,7 +31,7 @@ ENV = {**os.environ, "HF_HUB_OFFLINE": "1"}
 
 
 def eval_command(text_encoder: str, out: Path, *extra: str) -> list[str]:
-    return [sys.executable, "-m", "t2v_unlearn.cli", "eval", "--text-encoder", text_encoder, "--out", str(out),
+    return [sys.executable, "-m", "t2v_unlearn", "eval", "--text-encoder", text_encoder, "--out", str(out),
             "--no-progress", "--device", "cpu", *extra]  # fmt: skip
 
 

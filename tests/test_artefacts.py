@@ -225,7 +225,7 @@ def test_atomic_files(tmp_path):
 
 
 def _main(capsys, *argv):
-    from t2v_unlearn.cli import main
+    from t2v_unlearn.commands import main
 
     code = main(list(argv))
     return code, capsys.readouterr().err
@@ -260,7 +260,7 @@ def test_commands_refuse_bad_outputs_with_exit_2_and_no_traceback(tmp_path, monk
 
 
 def test_eval_that_failed_on_input_does_not_block_the_corrected_rerun(tmp_path, monkeypatch, capsys):
-    import t2v_unlearn.eval.cli as eval_cli
+    import t2v_unlearn.commands.eval as eval_cli
 
     out, partial = tmp_path / "results", tmp_path / ".results.partial"
     argv = ["eval", "--videos", str(tmp_path / "missing"), "--concept", "zorbo", "--no-progress", "--out", str(out)]

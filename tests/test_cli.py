@@ -15,7 +15,7 @@ ENV = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": os.environ.get("O
 
 
 def cli(*args, check=True):
-    result = subprocess.run([sys.executable, "-m", "t2v_unlearn.cli", *args], capture_output=True, text=True,
+    result = subprocess.run([sys.executable, "-m", "t2v_unlearn", *args], capture_output=True, text=True,
                             env=ENV, timeout=600)  # fmt: skip
     if check and result.returncode != 0:
         raise AssertionError(f"exit {result.returncode}\n{result.stdout}\n{result.stderr}")
@@ -108,7 +108,7 @@ def test_bad_input_fails_with_a_clear_message_and_no_output(tmp_path, args, mess
 
 
 def test_erase_flags_are_built_from_erase_config():
-    from t2v_unlearn.cli import build_parser
+    from t2v_unlearn.commands import build_parser
     from t2v_unlearn.config_args import config_from_args
     from t2v_unlearn.encoders import EraseConfig
 
@@ -140,7 +140,7 @@ def test_erase_config_reruns_bit_for_bit(tmp_path):
 
 
 def test_errors_name_the_command_and_debug_shows_the_traceback(tmp_path, capsys):
-    from t2v_unlearn.cli import main
+    from t2v_unlearn.commands import main
 
     missing = str(tmp_path / "no-such-checkpoint")
     assert main(["inspect", "tinyworld", missing]) == 2
@@ -151,7 +151,7 @@ def test_errors_name_the_command_and_debug_shows_the_traceback(tmp_path, capsys)
 
 
 def test_an_interrupt_or_a_system_error_is_a_message_not_a_traceback(monkeypatch, capsys):
-    from t2v_unlearn import cli
+    from t2v_unlearn import commands as cli
 
     def interrupted(args):
         raise KeyboardInterrupt

@@ -392,6 +392,7 @@ def _erase(pipe, concepts, config: EraseConfig, progress: bool, shots) -> EraseR
     #    loss-ratio rule) a fixed check set
     check = config.objective == "ascent"  # the loss-ratio check set: the ascent's record, and its stop rule
     gap_check = config.stop_rule == "anchor-gap"
+    check_chunk = 4 * config.batch_size  # rows per UNet call in a check: no gradients, so larger than a step's batch
     with torch.no_grad():
         kept = retain_prompts(specs, config.seed)
         kept_targets = _encode(base_encoder, tokenizer, kept).float() if config.preserve_weight > 0 else None
@@ -412,9 +413,9 @@ def _erase(pipe, concepts, config: EraseConfig, progress: bool, shots) -> EraseR
         if gap_check:  # the UNet's predictions under the anchor prompts: where the concept's should arrive
             noisy_check = scheduler.add_noise(check_latents, check_noise, check_timesteps)
             anchor_rows = torch.stack([anchor_hidden[c][i] for c, i in check_rows])
-            gap_target = _predict(unet, noisy_check, check_timesteps, anchor_rows, config.batch_size)
+            gap_target = _predict(unet, noisy_check, check_timesteps, anchor_rows, check_chunk)
             start_gap = _predict(unet, noisy_check, check_timesteps, _encode(base_encoder, tokenizer, check_prompts),
-                                 config.batch_size).sub(gap_target).pow(2).mean().item()  # fmt: skip
+                                 check_chunk).sub(gap_target).pow(2).mean().item()  # fmt: skip
         if check:
             empty_hidden = _encode(base_encoder, tokenizer, [""]).float()
             neutral_loss = denoising_loss(unet, scheduler, check_latents, check_noise, check_timesteps,
@@ -431,7 +432,7 @@ def _erase(pipe, concepts, config: EraseConfig, progress: bool, shots) -> EraseR
         share of the original encoder's: 0 when the concept prompts draw exactly what the anchor prompts draw."""
         with torch.no_grad():
             hidden = _encode(model, tokenizer, check_prompts)
-            gap = _predict(unet, noisy_check, check_timesteps, hidden, config.batch_size).sub(gap_target).pow(2)
+            gap = _predict(unet, noisy_check, check_timesteps, hidden, check_chunk).sub(gap_target).pow(2)
         return gap.mean().item() / max(start_gap, 1e-12)
 
     history = [{"step": 0, "concept_loss": concept_loss(), "neutral_loss": neutral_loss}] if check else []

@@ -16,7 +16,6 @@ Exit status: 0 when the question has a yes (or one argument was described), 1 wh
 
 from __future__ import annotations
 
-import argparse
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -445,31 +444,3 @@ def exit_status(report: dict) -> int:
     if answer is None:
         return 0
     return 1 if answer.get("shared", answer.get("fits")) is False else 0
-
-
-# --- CLI -----------------------------------------------------------------------------------------------------
-
-
-def add_inspect_arguments(parser: argparse.ArgumentParser) -> None:
-    """The `inspect` subcommand's arguments."""
-    parser.description = __doc__.split("\n\n")[0]
-    parser.add_argument("model", help="tinyworld[:video], a registered base name, a pipeline folder, or a "
-                        "checkpoint folder from `erase`")  # fmt: skip
-    parser.add_argument("model2", nargs="?", help="a second one: do the two share an identical encoder, or does the "
-                        "checkpoint fit this base?")  # fmt: skip
-    parser.add_argument("--kind", choices=["image", "video"],
-                        help="which TinyWorld or registered model (default: image for tinyworld, the base's own "
-                             "kind otherwise); a :kind suffix on an argument wins")  # fmt: skip
-    parser.add_argument("--json", action="store_true", help="print the report as JSON")
-
-
-def run_inspect(args) -> int:
-    """Resolve the arguments, print the report, return 1 when the answer is no."""
-    first = resolve_source(args.model, args.kind)
-    second = resolve_source(args.model2, args.kind) if args.model2 else None
-    report = inspect_sources(first, second)
-    if args.json:
-        print(json.dumps(report, indent=2, sort_keys=True))
-    else:
-        print(format_report(report), end="")
-    return exit_status(report)

@@ -11,7 +11,7 @@ from diffusers import StableDiffusionPipeline
 from safetensors.torch import load_file, save_file
 from transformers import CLIPTextConfig, CLIPTextModel
 
-from t2v_unlearn.cli import main
+from t2v_unlearn.commands import main
 from t2v_unlearn.encoders import EraseConfig, EraseResult, save_checkpoint
 from t2v_unlearn.encoders.export import (
     SD1_PREFIX,
@@ -276,7 +276,7 @@ def test_a_trained_lora_is_copied_under_the_canonical_names(image_pipe, tmp_path
 
 def test_the_cli_exports_a_lora_from_the_delta(checkpoint, tmp_path, image_pipe):
     out = tmp_path / "lora"
-    result = subprocess.run([sys.executable, "-m", "t2v_unlearn.cli", "export", str(checkpoint), "--format",
+    result = subprocess.run([sys.executable, "-m", "t2v_unlearn", "export", str(checkpoint), "--format",
                              "diffusers-lora", "--out", str(out), "--rank", "4"], capture_output=True, text=True,
                             timeout=600)  # fmt: skip
     assert result.returncode == 0, result.stderr

@@ -7,7 +7,7 @@ import sys
 import pytest
 import torch
 
-from t2v_unlearn.cli import main
+from t2v_unlearn.commands import main
 from t2v_unlearn.encoders import EraseConfig, erase_concept, save_checkpoint
 from t2v_unlearn.encoders.inspect import (
     compare_encoders,
@@ -163,7 +163,7 @@ def test_downloaded_registered_bases_are_compared_tensor_by_tensor(tmp_path, mon
 
 def test_cli_inspect_json_end_to_end():
     env = {**os.environ, "HF_HUB_OFFLINE": "1"}
-    command = [sys.executable, "-m", "t2v_unlearn.cli", "inspect", "tinyworld", "tinyworld:video", "--json"]
+    command = [sys.executable, "-m", "t2v_unlearn", "inspect", "tinyworld", "tinyworld:video", "--json"]
     done = subprocess.run(command, capture_output=True, text=True, env=env, timeout=120)
     assert done.returncode == 0, done.stderr
     report = json.loads(done.stdout)

@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 import torch
 
-from t2v_unlearn.eval.cli import add_eval_arguments, run_eval
+from t2v_unlearn.commands.eval import add_arguments as add_eval_arguments
+from t2v_unlearn.commands.eval import run as run_eval
 from t2v_unlearn.pipelines.video_io import write_gif
 
 HEADLINE = ("erasure", "retention", "harmonic_mean")
@@ -120,7 +121,7 @@ def test_scoring_existing_video_files_end_to_end(tiny_clip_dir, tmp_path, frames
                 write_gif(clip, videos / model / concept / f"clip{i}.gif")
     out = tmp_path / "scored"
     # the suite's own detector: TinyWorld's classifier, which sees rendered characters and shapes
-    command = [sys.executable, "-m", "t2v_unlearn.eval", "--videos", str(videos), "--concept", "zorbo",
+    command = [sys.executable, "-m", "t2v_unlearn", "eval", "--videos", str(videos), "--concept", "zorbo",
                "--bootstrap-resamples", "100", "--no-progress", "--out", str(out)]  # fmt: skip
     env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
     result = subprocess.run(command, capture_output=True, text=True, timeout=120, env=env)
@@ -181,7 +182,7 @@ def test_model_for_each_kind(tmp_path):
 def test_eval_flags_come_from_evalconfig_and_a_saved_config_reruns(tmp_path):
     from dataclasses import asdict
 
-    from t2v_unlearn.eval.cli import config_from_args
+    from t2v_unlearn.commands.eval import config_from_args
     from t2v_unlearn.eval.evaluate import EvalConfig
 
     parser = add_eval_arguments(argparse.ArgumentParser())

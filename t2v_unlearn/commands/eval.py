@@ -1,8 +1,8 @@
-"""The `eval` command: judge an encoder checkpoint (or existing videos) and write metrics.json + report.html.
+"""`t2v-unlearn eval`: judge an encoder checkpoint (or existing videos) and write metrics.json + report.html.
 
     t2v-unlearn eval --text-encoder encoders/zorbo --quick --out results/zorbo
     t2v-unlearn eval --videos clips/ --concept zorbo --out results/clips
-    accelerate launch --multi_gpu --num_processes 2 -m t2v_unlearn.eval --text-encoder encoders/zorbo --out r/z
+    accelerate launch --multi_gpu --num_processes 2 -m t2v_unlearn eval --text-encoder encoders/zorbo --out r/z
         # sharded generation (on CPUs too: --multi_gpu only picks accelerate's torchrun launcher)
 
 Results are written into a hidden `.<out>.partial` folder beside `--out` and swapped in when complete, so no
@@ -22,9 +22,10 @@ from pathlib import Path
 from ..artefacts import atomic_folder, validate_output
 from ..config_args import add_config_arguments
 from ..config_args import config_from_args as build_config
+from ..eval.evaluate import KIND_CHOICES, EvalConfig, evaluate, evaluate_video_files, resolve_config
+from ..eval.report import write_report
+from ..eval.runner import distributed_state
 from ..pipelines.generate import SAMPLERS
-from .evaluate import KIND_CHOICES, EvalConfig, evaluate, evaluate_video_files
-from .report import write_report
 
 # fields whose change makes already generated samples stale
 GENERATION_FIELDS = (
@@ -42,7 +43,7 @@ GENERATION_FIELDS = (
 )
 
 
-def add_eval_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
+def add_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     """Add the `eval` options to a parser: one flag per `EvalConfig` field (its one home of defaults and help)."""
     parser.add_argument("--config", metavar="FILE",
                         help="re-run a saved evaluation: its eval_config.json; flags given override it")  # fmt: skip
@@ -84,10 +85,8 @@ def _check_resumable(partial: Path, config: EvalConfig) -> None:
         )
 
 
-def run_eval(args: argparse.Namespace) -> int:
+def run(args: argparse.Namespace) -> int:
     """Run the `eval` command; returns the process exit code."""
-    from .runner import distributed_state
-
     out = Path(args.out).expanduser()
     try:
         config = config_from_args(args)
@@ -95,8 +94,6 @@ def run_eval(args: argparse.Namespace) -> int:
         validate_output(out, args.overwrite, kind="eval")
         partial = out.with_name(f".{out.name}.partial")
         if config.videos is None:
-            from .evaluate import resolve_config
-
             config = resolve_config(config)
         # the main process owns the output: a lock, `partial` as the work folder (kept when interrupted, so a rerun
         # resumes; removed when this run made it and failed on bad input), then the swap into `out`
@@ -137,11 +134,3 @@ def _short(entry: dict) -> str:
     if entry.get("low") is None:
         return f"{entry['value']:.3f}"
     return f"{entry['value']:.3f} [{entry['low']:.3f}, {entry['high']:.3f}]"
-
-
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        prog="t2v-unlearn eval", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    add_eval_arguments(parser)
-    return run_eval(parser.parse_args(argv))
