@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import json
 import time
 from pathlib import Path
 
@@ -123,7 +122,7 @@ def run(args) -> int:
     extra = {"process_seconds": round(time.perf_counter() - START, 3)}
     out = save_checkpoint(out, result, pipe.text_encoder, pipe.tokenizer, config, args.model, timings,
                           overwrite=args.overwrite, extra=extra, dtype=dtype_from(args.save_dtype))  # fmt: skip
-    manifest = json.loads((out / "unlearn.json").read_text())
+    manifest = read_manifest(out)
     order = ("load", "shots", "setup", "optimise", "checks_in_optimise", "save")
     timings = sorted(manifest["timings"].items(), key=lambda kv: order.index(kv[0]) if kv[0] in order else len(order))
     split = ", ".join(f"{k.replace('_', ' ')} {v:.1f} s" for k, v in timings)

@@ -177,11 +177,19 @@ def read_manifest(folder: str | Path) -> dict:
         raise CheckpointError(f"{folder} is not an encoder checkpoint (no unlearn.json); pass a folder from `erase`")
     try:
         manifest = json.loads(path.read_text())
-    except json.JSONDecodeError as error:
+    except (json.JSONDecodeError, UnicodeDecodeError) as error:
         raise CheckpointError(f"{path} is corrupt ({error}); re-run `t2v-unlearn erase`") from error
+    if not isinstance(manifest, dict):
+        raise CheckpointError(f"{path} holds {type(manifest).__name__}, not a manifest; re-run `t2v-unlearn erase`")
     missing = {"base_fingerprint", "base_architecture", "tokenizer_fingerprint", "concepts"} - set(manifest)
     if missing:
         raise CheckpointError(f"{path} lacks {sorted(missing)}; re-run `t2v-unlearn erase`")
+    concepts = manifest["concepts"]
+    if not isinstance(concepts, list) or not concepts or not all(isinstance(c, str) and c for c in concepts):
+        raise CheckpointError(f"{path}: 'concepts' must be a non-empty list of names; re-run `t2v-unlearn erase`")
+    for key in ("config", "base_architecture"):
+        if not isinstance(manifest.get(key, {}), dict):
+            raise CheckpointError(f"{path}: '{key}' must be an object; re-run `t2v-unlearn erase`")
     return manifest
 
 

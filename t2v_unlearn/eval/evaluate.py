@@ -8,13 +8,13 @@ come from the pure functions in `metrics.py`.
 
 from __future__ import annotations
 
-import json
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
 from tqdm.auto import tqdm
 
+from ..encoders.checkpoint import read_manifest
 from ..pipelines.generate import SAMPLERS, sampler
 from . import metrics as M
 from .attacks import ATTACKS, PROMPT_ATTACKS, attack_concept, attack_prompts, base_concept, parse_attacks
@@ -126,17 +126,8 @@ def correction_target(config: EvalConfig, suite: Suite) -> str | None:
 
 
 def read_checkpoint_manifest(folder: str | Path) -> dict:
-    """The unlearn.json of an encoder checkpoint (concepts, base_model, ...)."""
-    path = Path(folder).expanduser() / "unlearn.json"
-    if not path.is_file():
-        raise FileNotFoundError(
-            f"--text-encoder {folder} is not an encoder checkpoint (no unlearn.json); pass a folder written by "
-            "`t2v-unlearn erase`"
-        )
-    manifest = json.loads(path.read_text())
-    if not isinstance(manifest.get("concepts"), list) or not manifest["concepts"]:
-        raise ValueError(f"{path} lists no erased concepts ('concepts'); pass --concept NAME")
-    return manifest
+    """The unlearn.json of an encoder checkpoint (concepts, base_model, ...), checked by the one reader."""
+    return read_manifest(Path(folder).expanduser())
 
 
 def resolve_config(config: EvalConfig) -> EvalConfig:

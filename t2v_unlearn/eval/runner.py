@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import functools
 import hashlib
-import json
 import os
 import re
 from collections.abc import Callable
@@ -21,7 +20,7 @@ from pathlib import Path
 import numpy as np
 from tqdm.auto import tqdm
 
-from ..encoders.checkpoint import load_pipeline
+from ..encoders.checkpoint import load_pipeline, read_manifest
 from ..pipelines.generate import (
     DEFAULT_GUIDANCE,
     DEFAULT_NUM_FRAMES,
@@ -72,11 +71,10 @@ class GenerationConfig:
 @functools.cache
 def encoder_tag(encoder_path: str) -> str:
     """A short content tag of an encoder checkpoint, so samples of different checkpoints never share a path."""
-    manifest = Path(encoder_path) / "unlearn.json"
-    if manifest.is_file():
-        fingerprint = json.loads(manifest.read_text()).get("unlearned_fingerprint")
+    if (Path(encoder_path) / "unlearn.json").is_file():
+        fingerprint = read_manifest(encoder_path).get("unlearned_fingerprint")
         if fingerprint:
-            return fingerprint[:12]
+            return str(fingerprint)[:12]
     return hashlib.sha256(str(Path(encoder_path).resolve()).encode()).hexdigest()[:12]
 
 

@@ -177,6 +177,27 @@ def test_corrupt_and_missing_checkpoints_get_clear_errors(erased, image_pipe, tm
         load_text_encoder(broken, image_pipe.text_encoder, image_pipe.tokenizer)
 
 
+@pytest.mark.parametrize(
+    ("change", "words"),
+    [
+        (lambda m: None, "holds NoneType"),
+        (lambda m: [m], "holds list"),
+        (lambda m: {**m, "concepts": []}, "non-empty list"),
+        (lambda m: {**m, "concepts": "zorbo"}, "non-empty list"),
+        (lambda m: {**m, "concepts": [3]}, "non-empty list"),
+        (lambda m: {**m, "config": "fast"}, "'config' must be an object"),
+    ],
+)
+def test_a_manifest_of_the_wrong_shape_is_one_clear_error(erased, tmp_path, change, words):
+    _, folder = erased
+    broken = tmp_path / "broken"
+    shutil.copytree(folder, broken)
+    manifest = json.loads((broken / "unlearn.json").read_text())
+    (broken / "unlearn.json").write_text(json.dumps(change(manifest)))
+    with pytest.raises(CheckpointError, match=words):
+        read_manifest(broken)
+
+
 def test_existing_output_is_refused(erased, image_pipe):
     result, folder = erased
     with pytest.raises(FileExistsError, match="--overwrite"):
