@@ -32,6 +32,7 @@ VARIANTS = {
     "previous-default": {"objective": "ascent", "variants": False, "shot_sampler": "pipeline", "shot_steps": 25},
     "plain": {"preserve_weight": 0.0},
     "lora": {"trainable": "lora"},
+    "robust": {"robust": True},
 }
 ATTACKS = ["synonyms", "misspellings", "paraphrases", "descriptions", "embedding"]
 

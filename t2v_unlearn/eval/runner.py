@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import functools
 import hashlib
-import os
 import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -20,6 +19,7 @@ from pathlib import Path
 import numpy as np
 from tqdm.auto import tqdm
 
+from ..artefacts import atomic_file
 from ..encoders.checkpoint import load_pipeline, read_manifest
 from ..pipelines.generate import (
     DEFAULT_GUIDANCE,
@@ -116,10 +116,8 @@ def pending_rows(rows: list[Row], root: str | Path) -> list[Row]:
 
 def save_sample(frames: np.ndarray, path: Path) -> None:
     """Write frames atomically (a temporary file, then a rename), so a killed run never leaves half a file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.stem}.{os.getpid()}.tmp.npy")
-    np.save(tmp, np.ascontiguousarray(frames, dtype=np.uint8))
-    os.replace(tmp, path)
+    with atomic_file(path) as tmp:
+        np.save(tmp, np.ascontiguousarray(frames, dtype=np.uint8))
 
 
 def load_sample(row: Row, root: str | Path) -> np.ndarray:

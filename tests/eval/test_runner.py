@@ -7,6 +7,7 @@ import textwrap
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 from t2v_unlearn.encoders import load_pipeline
 from t2v_unlearn.eval.runner import (
@@ -16,6 +17,7 @@ from t2v_unlearn.eval.runner import (
     make_rows,
     model_for_kind,
     pending_rows,
+    save_sample,
     slug,
 )
 
@@ -66,7 +68,7 @@ def test_generation_resumes_and_identical_noise_gives_identical_samples(tiny_pip
     assert generate_rows(rows, tmp_path, FAST, load=loader) == [rows[3]]
     redone = np.load(rows[3].path(tmp_path)).astype(int)
     assert np.abs(redone - first[rows[3]]).max() <= 1  # alone instead of in a batch of 12: float rounding only
-    assert not list(tmp_path.rglob("*.tmp.npy"))
+    assert not list(tmp_path.rglob(".*.tmp*"))  # no temporary file left behind
 
 
 def test_video_rows_are_one_file_per_video(tiny_pipelines, tmp_path):
@@ -116,3 +118,19 @@ def test_two_cpu_processes_split_the_rows_under_accelerate(tiny_pipelines, tmp_p
     assert shares[0] and shares[1] and not shares[0] & shares[1]  # both worked, no row twice
     assert len(shares[0] | shares[1]) == 6
     assert all(r["all_present"] for r in reports)  # every process sees every file after wait_for_everyone
+
+
+def test_a_failed_sample_write_keeps_the_old_file_and_leaves_no_temporary(tmp_path, monkeypatch):
+    path = tmp_path / "samples" / "p00_s0.npy"
+    save_sample(np.zeros((1, 4, 4, 3), np.uint8), path)
+
+    def full_disk(file, array):
+        Path(file).write_bytes(b"half")
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(np, "save", full_disk)
+    with pytest.raises(OSError):
+        save_sample(np.ones((1, 4, 4, 3), np.uint8), path)
+    monkeypatch.undo()
+    assert np.load(path).max() == 0  # the old sample, whole
+    assert [p.name for p in path.parent.iterdir()] == ["p00_s0.npy"]
