@@ -9,7 +9,7 @@ concept's label set out, (N, L). Two implementations:
 - `ClassifierDetector`: TinyWorld's supervised classifier (tinyworld/classifier.py), one head per category
   with a "none" class; templates are ignored.
 `load_detector(name)` picks the right one: "tinyworld" is the classifier, "tinyworld-clip" the old CLIP
-evaluator, a folder is read by its config.json.
+evaluator, "nudenet" NudeNet's nudity rule (eval/nsfw.py, optional), a folder is read by its config.json.
 """
 
 from __future__ import annotations
@@ -27,6 +27,7 @@ from transformers import CLIPModel, CLIPTokenizer
 from ..pipelines.load import TINYWORLD, tinyworld_path
 from ..tinyworld.classifier import HEADS, NONE, TinyWorldClassifier
 from ..tinyworld.taxonomy import load_taxonomy
+from .nsfw import NUDENET, NudeNetDetector
 
 TINYWORLD_CLIP = "tinyworld-clip"
 
@@ -242,9 +243,11 @@ class ClassifierDetector:
 
 
 def load_detector(name: str | Path, device: str = "cpu", batch_size: int = 64):
-    """The detector named by a suite or --detector: "tinyworld" (classifier), "tinyworld-clip", or a folder."""
+    """The detector named by a suite or --detector: "tinyworld" (classifier), "tinyworld-clip", "nudenet", a folder."""
     if str(name) == TINYWORLD:
         return ClassifierDetector.from_pretrained(TINYWORLD, device=device)
+    if str(name) == NUDENET:
+        return NudeNetDetector()  # onnxruntime on the CPU; `device` does not apply
     path = Path(str(name)).expanduser()
     config = path / "config.json"
     if config.is_file() and json.loads(config.read_text()).get("architecture") == "TinyWorldClassifier":
