@@ -16,6 +16,7 @@ import platform
 import shutil
 import time
 from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -27,6 +28,7 @@ from safetensors.torch import load_file, save_file
 from tqdm.auto import tqdm
 from transformers import CLIPTextModel, CLIPTokenizer
 
+from ..config_args import add_config_arguments, config_from_args
 from . import models
 from .render import LANGUAGE_V1, LANGUAGE_V2, RESOLUTION, caption, frame_scene, render, sample_scene
 from .taxonomy import load_taxonomy
@@ -638,53 +640,72 @@ def _weights_source(folder: Path) -> dict:
     return source
 
 
+@dataclass
+class TrainConfig:
+    """The recipe of a training run: the one home of its defaults and help. training.json records it, and
+    `--config training.json` makes it the defaults again (flags given still win), so the weights can be rebuilt."""
+
+    seed: int = field(default=0, metadata={"help": "seeds every stage (each adds its own offset)"})
+    device: str = field(default_factory=lambda: "cuda" if torch.cuda.is_available() else "cpu",
+                        metadata={"help": "torch device (default: cuda if present)"})  # fmt: skip
+    bf16: bool = field(default=True, metadata={"help": "bf16 autocast"})
+    batch_size: int = field(default=32, metadata={"help": "images per step of the vae and image stages"})
+    video_batch_size: int = field(default=4, metadata={"help": "videos per step of the video stage"})
+    evaluator_steps: int = field(default=1400, metadata={"help": "steps of the CLIP evaluator stage"})
+    evaluator_lr: float = field(default=1e-3, metadata={"help": "learning rate of the CLIP evaluator"})
+    evaluator_init: str | None = field(
+        default=None, metadata={"help": "an evaluator folder to fine-tune (default: random weights)"}
+    )
+    classifier_steps: int = field(default=3000, metadata={"help": "steps of the classifier (detector) stage"})
+    classifier_batch_size: int = field(default=64, metadata={"help": "images per classifier step"})
+    vae_steps: int = field(default=1500, metadata={"help": "steps of the VAE stage"})
+    image_steps: int = field(default=2500, metadata={"help": "steps of the image stage (text encoder + UNet)"})
+    video_steps: int = field(default=500, metadata={"help": "steps of the video stage (video UNet)"})
+    video_lr: float = field(default=3e-4, metadata={"help": "learning rate of the video UNet's temporal layers"})
+    image_lr: float = field(default=5e-4, metadata={"help": "learning rate of the image stage"})
+    snr_gamma: float = field(
+        default=5.0,
+        metadata={"help": "Min-SNR-gamma loss weighting of the image and video stages (0: plain epsilon MSE, v1)"},
+    )
+    late_timestep_share: float = field(
+        default=0.3,
+        metadata={"help": "share of timesteps drawn from the noisier 70% of the schedule (0: uniform, v1)"},
+    )
+    pair_share: float = field(
+        default=0.0,
+        metadata={"help": "share of still scenes (image and classifier stages) with a character beside a shape"},
+    )
+    language: str = field(
+        default="v2",
+        metadata={"help": "captions: v1 (names and synonyms) or v2 (also misspellings, paraphrases, looks)"},
+    )
+    init_from: str | None = field(
+        default=None,
+        metadata={"help": "a weights folder to warm-start from: image and video stages continue its models; vae, "
+                          "evaluator and classifier are copied from it"},
+    )  # fmt: skip
+
+
 def parse_args(argv=None) -> argparse.Namespace:
+    """Where and how much (--work, --out, --stages, --threads, --config) plus every `TrainConfig` field."""
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--work", default="runs/tinyworld", help="where checkpoints go (resumes from there)")
     parser.add_argument("--out", default=str(Path(__file__).parent / "weights"), help="the shipped model folder")
     parser.add_argument("--stages", default=",".join(STAGES), help=f"comma-separated subset of {STAGES}")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    parser.add_argument("--bf16", action=argparse.BooleanOptionalAction, default=True, help="bf16 autocast")
-    parser.add_argument("--batch-size", type=int, default=32)
-    parser.add_argument("--video-batch-size", type=int, default=4)
-    parser.add_argument("--evaluator-steps", type=int, default=1400)
-    parser.add_argument("--evaluator-lr", type=float, default=1e-3)
-    parser.add_argument("--evaluator-init", help="an evaluator folder to fine-tune (default: random weights)")
-    parser.add_argument("--classifier-steps", type=int, default=3000)
-    parser.add_argument("--classifier-batch-size", type=int, default=64)
-    parser.add_argument("--vae-steps", type=int, default=1500)
-    parser.add_argument("--image-steps", type=int, default=2500)
-    parser.add_argument("--video-steps", type=int, default=500)
-    parser.add_argument("--video-lr", type=float, default=3e-4)
-    parser.add_argument("--image-lr", type=float, default=5e-4)
-    parser.add_argument("--snr-gamma", type=float, default=5.0,
-                        help="Min-SNR-gamma loss weighting of the image and video stages (0: plain epsilon MSE, v1)")
-    parser.add_argument("--late-timestep-share", type=float, default=0.3,
-                        help="share of timesteps drawn from the noisier 70%% of the schedule (0: uniform, v1)")
-    parser.add_argument("--pair-share", type=float, default=0.0,
-                        help="share of still scenes (image and classifier stages) holding a character beside a shape")
-    parser.add_argument(
-        "--language",
-        choices=sorted(LANGUAGES),
-        default="v2",
-        help="captions: v1 (names and synonyms) or v2 (also misspellings, paraphrases, looks)",
-    )
-    parser.add_argument("--init-from", help="a weights folder to warm-start from: image and video stages continue "
-                        "its models; vae, evaluator and classifier are copied from it")  # fmt: skip
     parser.add_argument("--threads", type=int, default=None, help="CPU threads (default: torch's choice)")
     parser.add_argument("--config", help="a training.json: its recorded configuration becomes the defaults")
+    add_config_arguments(parser, TrainConfig, choices={"language": sorted(LANGUAGES)})
     args = parser.parse_args(argv)
+    recorded = None
     if args.config:
         recorded = json.loads(Path(args.config).read_text()).get("config")
         if not recorded:
             parser.error(f"{args.config} records no configuration (written by an older train.py)")
-        unknown = set(recorded) - set(vars(args))
-        if unknown:
-            parser.error(f"{args.config} holds settings this train.py does not know: {sorted(unknown)}")
-        parser.set_defaults(**recorded)
-        args = parser.parse_args(argv)
-    return args
+    try:
+        config = config_from_args(TrainConfig, args, base=recorded)
+    except ValueError as error:  # a training.json from another version
+        parser.error(f"{args.config}: {error}")
+    return argparse.Namespace(**{k: getattr(args, k) for k in RECORDED}, **asdict(config))
 
 
 RECORDED = ("work", "out", "stages", "config", "threads")  # where and how much: not part of the recipe
