@@ -127,6 +127,11 @@ def run(args) -> int:
     timings = sorted(manifest["timings"].items(), key=lambda kv: order.index(kv[0]) if kv[0] in order else len(order))
     split = ", ".join(f"{k.replace('_', ' ')} {v:.1f} s" for k, v in timings)
     print(f"checkpoint written to {out} ({result.steps} steps, stopped by {result.stopped_by})")
+    gaps = [h["gap_ratio"] for h in result.history if "gap_ratio" in h]
+    if result.stopped_by == "max_steps" and gaps and gaps[-1] > config.gap_ratio:
+        print(f"warning: the stop rule did not fire: the UNet's prediction gap to the anchor is still "
+              f"{gaps[-1]:.2f} of its start (the rule waits for {config.gap_ratio}), so the concept may not be "
+              "erased; check the preview, or run again with more --max-steps or a higher --lr")  # fmt: skip
     print(f"time: {split}; {time.perf_counter() - START:.1f} s since start")
 
     # 4. the before/after preview: images, and videos with --preview-video

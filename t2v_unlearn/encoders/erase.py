@@ -389,7 +389,7 @@ def _erase(pipe, concepts, config: EraseConfig, progress: bool, shots) -> EraseR
     num_train_timesteps = scheduler.config.num_train_timesteps
 
     # 3. fixed targets: the original encoder's outputs for retained prompts and for the anchor prompts, and (for the
-    #    loss-ratio rule) a fixed check set
+    #    anchor-gap and loss-ratio rules) a fixed check set
     check = config.objective == "ascent"  # the loss-ratio check set: the ascent's record, and its stop rule
     gap_check = config.stop_rule == "anchor-gap"
     check_chunk = 4 * config.batch_size  # rows per UNet call in a check: no gradients, so larger than a step's batch
