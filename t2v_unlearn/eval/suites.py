@@ -309,7 +309,7 @@ def build_tinyworld_suite(
         "model": "tinyworld",
         "detector": "tinyworld",
         "seeds": list(seeds),
-        # quick: one erasure judged in about 5 minutes on 2 CPU cores (an 8-frame 25-step video costs ~20 images)
+        # quick: one erasure judged in about 3 minutes on 2 CPU cores (docs/BENCHMARKS.md, "Evaluate")
         "quick": {
             "prompts": 4,
             "seeds": [0, 1],
