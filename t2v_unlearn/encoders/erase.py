@@ -492,7 +492,8 @@ def _erase(pipe, concepts, config: EraseConfig, progress: bool, shots) -> EraseR
             history.append({"step": step, "anchor_loss": value, "unet_ratio": unet_ratio,
                             "text_ratio": text_ratio.item(), "distance_ratio": running,
                             "preserve_loss": preserve.item()})  # fmt: skip
-            bar.set_postfix(distance=f"{running:.3f}")
+            if not gap_check:  # under the gap rule the bar shows the gap, the statistic that ends the run
+                bar.set_postfix(distance=f"{running:.3f}")
             if config.stop_rule == "anchor-distance" and step >= 3 and running <= config.anchor_ratio:
                 stopped_by = "anchor_distance"
                 break
