@@ -56,6 +56,8 @@ VARIANTS = {
     "lr5e-4-40": {"lr": 5e-4, "max_steps": 40},
     "lr1e-3-40": {"lr": 1e-3, "max_steps": 40},
     "no-variants": {"variants": False},
+    "all": {"trainable": "all"},
+    "preserve0.3": {"preserve_weight": 0.3},
     "ascent-old": {"objective": "ascent", "variants": False, "shot_sampler": "pipeline", "shot_steps": 25,
                    "lr": 2e-4, "max_steps": 200},
     "published": {"objective": "ascent", "variants": False, "shot_sampler": "pipeline", "shot_steps": 25,
@@ -136,7 +138,7 @@ def main():
                 after = hit_rates(detector, pipe, chosen, seeds, args.steps, args.sampler)
             finally:
                 pipe.text_encoder = original
-            specs = resolve_concepts([concept], None, pipe.tokenizer)
+            specs = resolve_concepts([concept], None, "tinyworld")
             kept = [p for p in retain_prompts(specs) if p]
             with torch.no_grad():
                 unlearned = _encode(result.text_encoder, pipe.tokenizer, kept)

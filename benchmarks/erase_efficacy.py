@@ -74,8 +74,12 @@ def main():
     parser.add_argument("--attacks", action=argparse.BooleanOptionalAction, default=True,
                         help="also measure the attacks (synonyms, misspellings, paraphrases, embedding)")  # fmt: skip
     parser.add_argument("--table-only", action="store_true", help="print the transfer table of --out; run nothing")
-    parser.add_argument("--embedding", action=argparse.BooleanOptionalAction, default=True,
-                        help="with --attacks, also the embedding attack (textual inversion: minutes per concept)")
+    parser.add_argument(
+        "--embedding",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="with --attacks, also the embedding attack (textual inversion: minutes per concept)",
+    )
     parser.add_argument("--sampler", default="pipeline", help="eval's sampler (pipeline, dpm-solver, unipc)")
     parser.add_argument("--steps", type=int, default=25, help="eval's denoising steps")
     args = parser.parse_args()
@@ -95,8 +99,14 @@ def main():
             seconds = time.perf_counter() - start
             folder = save_checkpoint(work / "checkpoints" / f"{concept}-{variant}", result, pipe.text_encoder,
                                      pipe.tokenizer, config, "tinyworld", result.timings, overwrite=True)  # fmt: skip
-            eval_config = EvalConfig(text_encoder=str(folder), quick=not args.full, progress=False, attacks=attacks,
-                                     sampler=args.sampler, steps=args.steps)
+            eval_config = EvalConfig(
+                text_encoder=str(folder),
+                quick=not args.full,
+                progress=False,
+                attacks=attacks,
+                sampler=args.sampler,
+                steps=args.steps,
+            )
             # samples are cached by row, not by sampler: one folder per sampling setting
             metrics, _ = evaluate(eval_config, work / f"samples-{args.sampler}-{args.steps}")
             entry = {"steps": result.steps, "stopped_by": result.stopped_by, "erase_seconds": round(seconds, 1),

@@ -94,14 +94,20 @@ def main():
             print(f"{concept:8s} step {steps:3d}: hit rate {entry['hit_rate']['value']:.2f} "
                   f"[{entry['hit_rate']['low']:.2f}, {entry['hit_rate']['high']:.2f}]  distance ratio "
                   f"{entry['distance_ratio']:.3f}  gap ratio {entry['gap_ratio']:.3f}", flush=True)  # fmt: skip
-        fired = {"steps": rule.steps, "stopped_by": rule.stopped_by,
-                 "hit_rate": hit_rate(pipe, detector, concept, category, args.prompts, seeds, rule.text_encoder,
-                                     **scoring)}
+        fired = {
+            "steps": rule.steps,
+            "stopped_by": rule.stopped_by,
+            "hit_rate": hit_rate(pipe, detector, concept, category, args.prompts, seeds, rule.text_encoder, **scoring),
+        }
         print(f"{concept:8s} the default rule fired at step {rule.steps} ({rule.stopped_by}): hit rate "
               f"{fired['hit_rate']['value']:.2f} [{fired['hit_rate']['low']:.2f}, {fired['hit_rate']['high']:.2f}]",
               flush=True)  # fmt: skip
-        results[concept] = {"category": category, "trace": trace, "fired": fired,
-                            "history": [{k: v for k, v in h.items() if k != "step"} for h in full.history]}
+        results[concept] = {
+            "category": category,
+            "trace": trace,
+            "fired": fired,
+            "history": [{k: v for k, v in h.items() if k != "step"} for h in full.history],
+        }
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     summary = {

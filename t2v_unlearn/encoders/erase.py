@@ -25,6 +25,7 @@ from PIL import Image, ImageOps
 from tqdm.auto import tqdm
 from transformers import CLIPTextModel
 
+from ..pipelines.registry import conventions_for
 from .embedding import concept_token_ids, token_offset
 from .prompts import ConceptSpec, resolve_concepts, retain_prompts
 from .trainable import LORA_TARGET_MODULES, TRAINABLE_PRESETS, trainable_parameter_names
@@ -345,7 +346,7 @@ def _park(module: torch.nn.Module, offload: bool) -> None:
 
 def _erase(pipe, concepts, config: EraseConfig, progress: bool, shots) -> EraseResult:
     timings = {}
-    specs = resolve_concepts(concepts, config.category, pipe.tokenizer, anchor=config.anchor,
+    specs = resolve_concepts(concepts, config.category, conventions_for(pipe).prompts, anchor=config.anchor,
                              synonyms=config.synonyms, variants=config.variants, seed=config.seed)  # fmt: skip
     device = pipe.unet.device
     generator = torch.Generator("cpu").manual_seed(config.seed)
@@ -486,7 +487,7 @@ def _erase(pipe, concepts, config: EraseConfig, progress: bool, shots) -> EraseR
             first.append(value) if len(first) < 3 else None
             with torch.no_grad():
                 start_hidden = torch.stack([concept_hidden[c][i] for c, i in picks])
-                text_ratio = (F.mse_loss(hidden.float(), anchors) / F.mse_loss(start_hidden, anchors).clamp_min(1e-12))
+                text_ratio = F.mse_loss(hidden.float(), anchors) / F.mse_loss(start_hidden, anchors).clamp_min(1e-12)
             running = text_ratio.item() if running is None else 0.5 * running + 0.5 * text_ratio.item()
             unet_ratio = value / max(float(np.mean(first)), 1e-12)
             history.append({"step": step, "anchor_loss": value, "unet_ratio": unet_ratio,

@@ -36,6 +36,7 @@ GENERIC_RETAIN_PROMPTS = [
 ]  # fmt: skip
 
 
+TEMPLATES = ("tinyworld", "literature")  # the prompt families a registry entry can name (pipelines/registry.py)
 # what a concept is replaced by under the anchor objective, when no --to is given (docs/METHOD.md)
 TINYWORLD_ANCHORS = {"object": "something", "style": "solid", "id": "something"}
 TINYWORLD_STYLE_FALLBACK = "outlined"  # the plain style's own anchor
@@ -92,12 +93,6 @@ def anchor_prompts(spec_prompts: tuple[str, ...], names: tuple[str, ...], anchor
     return tuple(out)
 
 
-def speaks_tinyworld(tokenizer) -> bool:
-    """True when the tokenizer knows every TinyWorld concept as one token, as TinyWorld's own does."""
-    names = [c.name for c in load_taxonomy().concepts]
-    return all(len(tokenizer.tokenize(name)) == 1 for name in names)
-
-
 def _tinyworld_prompts(name: str, category: str, count: int = 8) -> tuple[str, ...]:
     taxonomy = load_taxonomy()
     templates = taxonomy.generation_templates[category]
@@ -113,7 +108,7 @@ def _tinyworld_prompts(name: str, category: str, count: int = 8) -> tuple[str, .
 def resolve_concepts(
     names: list[str],
     category: str | None,
-    tokenizer,
+    templates: str = "literature",
     anchor: str | None = None,
     synonyms: tuple[str, ...] = (),
     variants: bool = True,
@@ -121,7 +116,8 @@ def resolve_concepts(
 ) -> list[ConceptSpec]:
     """Concept names -> specs with their category, training prompts and anchor prompts.
 
-    TinyWorld's own templates when the tokenizer speaks TinyWorld. With `variants`, the training prompts also hold
+    `templates` is the model's (`pipelines.registry.conventions_for(pipe).prompts`): "tinyworld", the world's own
+    caption templates, or "literature", the erasing literature's. With `variants`, the training prompts also hold
     the concept's synonyms (the world's, plus `synonyms` given by the user) and generated spelling variants.
     `anchor` (the --to target) replaces the concept in the anchor prompts; default: a generic anchor per category.
     """
@@ -129,7 +125,9 @@ def resolve_concepts(
         raise ValueError("no concept given: pass --concept NAME (repeat it for several concepts)")
     if category is not None and category not in CATEGORIES:
         raise ValueError(f"category must be one of {CATEGORIES}, got {category!r}")
-    world = speaks_tinyworld(tokenizer)
+    if templates not in TEMPLATES:
+        raise ValueError(f"templates must be one of {TEMPLATES}, got {templates!r}")
+    world = templates == "tinyworld"
     taxonomy = load_taxonomy()
     specs = []
     for raw in names:

@@ -34,9 +34,6 @@ TINYWORLD_CLIP = "tinyworld-clip"
 # OpenAI CLIP's normalisation (what every CLIP ViT-L/14 and OpenCLIP ViT-H/14 checkpoint expects)
 CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
 CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
-# the TinyWorld evaluator was trained on pixels scaled to [-1, 1]
-SYMMETRIC_MEAN = (0.5, 0.5, 0.5)
-SYMMETRIC_STD = (0.5, 0.5, 0.5)
 
 
 @dataclass(frozen=True)
@@ -277,7 +274,8 @@ def resolve_detector(model: str | Path) -> Path:
 
 
 def preprocessing_constants(path: Path, clip: CLIPModel) -> tuple[tuple[float, ...], tuple[float, ...], int]:
-    """Mean, std and input size: from preprocessor_config.json when present; else TinyWorld's or CLIP's own."""
+    """Mean, std and input size: from the folder's preprocessor_config.json (a TinyWorld export writes one: its
+    evaluator reads pixels in [-1, 1]); CLIP's own constants when the folder has none."""
     config_file = path / "preprocessor_config.json"
     size = int(clip.config.vision_config.image_size)
     if config_file.is_file():
@@ -285,16 +283,4 @@ def preprocessing_constants(path: Path, clip: CLIPModel) -> tuple[tuple[float, .
         crop = config.get("crop_size", size)
         crop = crop.get("height", size) if isinstance(crop, dict) else crop
         return tuple(config.get("image_mean", CLIP_MEAN)), tuple(config.get("image_std", CLIP_STD)), int(crop)
-    if is_tinyworld_evaluator(path):
-        return SYMMETRIC_MEAN, SYMMETRIC_STD, size
     return CLIP_MEAN, CLIP_STD, size
-
-
-def is_tinyworld_evaluator(path: Path) -> bool:
-    """A TinyWorld export (`tinyworld.train` stage `export`) writes the evaluator beside training.json."""
-    path = Path(path).resolve()
-    try:
-        shipped = tinyworld_path("evaluator").resolve() == path
-    except FileNotFoundError:
-        shipped = False
-    return shipped or (path.name == "evaluator" and (path.parent / "training.json").is_file())

@@ -21,6 +21,7 @@ from ..encoders.embedding import concept_token_ids, token_offset
 from ..encoders.erase import EraseConfig, _encode, denoising_loss, encode_shots, generate_shots
 from ..encoders.prompts import resolve_concepts
 from ..pipelines.generate import _generators, _to_uint8
+from ..pipelines.registry import conventions_for
 
 
 @dataclass
@@ -37,7 +38,7 @@ def invert_concept(pipe, text_encoder, concept: str, config: EmbeddingAttackConf
                    shots: np.ndarray | None = None) -> tuple[torch.Tensor, list[float]]:  # fmt: skip
     """Learn the token offset that best brings `concept` back through `text_encoder`; returns it and the losses."""
     config = config or EmbeddingAttackConfig()
-    spec = resolve_concepts([concept], None, pipe.tokenizer, variants=False)[0]
+    spec = resolve_concepts([concept], None, conventions_for(pipe).prompts, variants=False)[0]
     erase_config = EraseConfig(seed=config.seed)
     if shots is None:
         shots = generate_shots(pipe, spec, erase_config)

@@ -503,8 +503,13 @@ def embedding_attack_metrics(config: EvalConfig, suite: Suite, targets: list[str
     for kind, (_, prompts, seeds) in plans.items():
         figures = {}
         for encoder, path in encoders:
-            pipe = pipes[encoder] if kind == "image" else load_pipeline(
-                "video", config.model_for("video"), device=config.device, progress=False, text_encoder=path)
+            pipe = (
+                pipes[encoder]
+                if kind == "image"
+                else load_pipeline(
+                    "video", config.model_for("video"), device=config.device, progress=False, text_encoder=path
+                )
+            )
             pipe.set_progress_bar_config(disable=True)
             rates = []
             for target in targets:

@@ -22,6 +22,7 @@ import json
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
+from ..pipelines.registry import conventions_for
 from .detector import LabelSet, label_set
 
 SUITES_DIR = Path(__file__).with_name("suites")
@@ -250,10 +251,8 @@ def load_suite(suite: str | Path = "tinyworld") -> Suite:
 
 
 def suite_for_model(model: str) -> str:
-    """The default suite of a base model: TinyWorld's own (also for a TinyWorld export folder), else SD 2.x's."""
-    path = Path(str(model)).expanduser()
-    exported = (path / "training.json").is_file() or (path.parent / "training.json").is_file()
-    return "tinyworld" if str(model) == "tinyworld" or exported else "sd2"
+    """The default suite of a base model, as its registry entry says (the literature's for an unknown folder)."""
+    return conventions_for(model).suite
 
 
 # --- building the TinyWorld suite from the taxonomy ------------------------------------------------------

@@ -1,7 +1,12 @@
-"""Known real bases: their Hugging Face repos and published component configs (no weights).
+"""The models the tool knows: TinyWorld (shipped) and real bases (their Hugging Face repos and published configs).
 
     resolve_registered("sd-2.1-base", "image")   # -> the cached snapshot folder, offline
     get_base("modelscope-1.7b").unet              # the UNet3DConditionModel config, as published
+    conventions_for(pipe).prompts                 # "tinyworld" or "literature": asked, never guessed
+
+Every entry of `MODELS` holds its `Conventions`: the prompt templates erase trains on and the evaluation suite
+(which names its detector) that measures it. TinyWorld is one entry beside the real bases; the rest of the tool asks
+`conventions_for(model)` instead of guessing from a tokenizer or a folder.
 
 The configs are copied from the repos' own `*/config.json` files, so `pipelines/standins.py` can build
 randomly initialised models of exactly the real shapes without downloading anything. Resolution never
@@ -18,7 +23,7 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .load import KINDS, ModelNotFoundError
+from .load import KINDS, TINYWORLD, ModelNotFoundError, tinyworld_path
 
 # --- the published configs -------------------------------------------------------------------------------------
 
@@ -160,6 +165,41 @@ WEIGHT_PATTERNS = ["model_index.json", "*/*.json", "*/*.txt", "*/*.safetensors"]
 
 
 @dataclass(frozen=True)
+class Conventions:
+    """How the rest of the tool treats a model family: what it asks the registry instead of guessing."""
+
+    prompts: str = field(
+        metadata={
+            "help": "erase's prompt templates: 'tinyworld' (the world's captions, "
+            "tinyworld/taxonomy.json) or 'literature' (encoders/prompts.py)"
+        }
+    )
+    suite: str = field(
+        metadata={
+            "help": "the default evaluation suite (eval/suites/NAME.json), which names its "
+            "detector and the detector folder its normalisation"
+        }
+    )
+
+
+LITERATURE = Conventions(prompts="literature", suite="sd2")
+TINYWORLD_CONVENTIONS = Conventions(prompts="tinyworld", suite="tinyworld")
+
+
+@dataclass(frozen=True)
+class ShippedModel:
+    """A model family shipped inside the package (TinyWorld): one pipeline folder per kind."""
+
+    name: str
+    kinds: tuple[str, ...]
+    conventions: Conventions
+
+    def folder(self, kind: str) -> Path:
+        """The shipped pipeline folder of `kind` ("image" or "video"), or the evaluator/classifier folder."""
+        return tinyworld_path(kind)
+
+
+@dataclass(frozen=True)
 class RegisteredBase:
     """A published base model: where it lives on the hub, what it serves, its component configs."""
 
@@ -179,6 +219,7 @@ class RegisteredBase:
     width: int = field(metadata={"help": "default output width in pixels"})
     aliases: tuple[str, ...] = field(default=(), metadata={"help": "other repo ids of the same weights"})
     encoder_note: str = field(default="", metadata={"help": "what is known about its encoder's weights"})
+    conventions: Conventions = field(default=LITERATURE, metadata={"help": "prompts and suite (see Conventions)"})
 
     @property
     def prediction_type(self) -> str:
@@ -287,6 +328,39 @@ REGISTRY: dict[str, RegisteredBase] = {
         ),
     )
 }
+
+TINYWORLD_MODEL = ShippedModel(TINYWORLD, KINDS, TINYWORLD_CONVENTIONS)
+# every model the tool knows by name: TinyWorld and the real bases
+MODELS: dict[str, ShippedModel | RegisteredBase] = {TINYWORLD: TINYWORLD_MODEL, **REGISTRY}
+
+
+def model_entry(model) -> ShippedModel | RegisteredBase | None:
+    """The entry a model belongs to: a name, a pipeline folder, or a loaded pipeline (its `name_or_path`).
+
+    A folder is TinyWorld's when it is a folder of a TinyWorld export (the `tinyworld.train` export stage writes
+    training.json beside the pipeline folders; the shipped weights are one), and a registered base's when it is that
+    base's Hugging Face cache snapshot (`models--ORG--NAME/snapshots/REVISION`). None for any other folder.
+    """
+    model = getattr(model, "name_or_path", model)  # a loaded pipeline
+    if not model:
+        return None
+    if str(model) in MODELS:
+        return MODELS[str(model)]
+    path = Path(str(model)).expanduser()
+    if (path / "training.json").is_file() or (path.parent / "training.json").is_file():
+        return TINYWORLD_MODEL
+    repos = {repo: base for base in REGISTRY.values() for repo in (base.repo_id, *base.aliases)}
+    for part in path.parts:
+        if part.startswith("models--") and part[len("models--") :].replace("--", "/", 1) in repos:
+            return repos[part[len("models--") :].replace("--", "/", 1)]
+    return None
+
+
+def conventions_for(model) -> Conventions:
+    """A model's conventions (see `model_entry`); the literature's for a model the registry does not know."""
+    entry = model_entry(model)
+    return entry.conventions if entry is not None else LITERATURE
+
 
 # the message for a kind a base does not serve, where there is more to say than "it does not"
 _KIND_HINTS = {

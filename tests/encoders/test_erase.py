@@ -92,8 +92,12 @@ def test_anchor_gap_rule_watches_without_changing_the_run(image_pipe):
     assert len(gaps) == 3 and all(0 <= g for g in gaps)
     assert "checks_in_optimise" in watched.timings
     # a threshold the first check meets ends the run there
-    early = erase_concept(image_pipe, ["zorbo"], EraseConfig(**{**quick, "stop_rule": "anchor-gap", "check_every": 2,
-                                                                  "max_steps": 6}, gap_ratio=0.999), progress=False)
+    early = erase_concept(
+        image_pipe,
+        ["zorbo"],
+        EraseConfig(**{**quick, "stop_rule": "anchor-gap", "check_every": 2, "max_steps": 6}, gap_ratio=0.999),
+        progress=False,
+    )
     assert early.stopped_by == "anchor_gap" and early.steps == 2
 
 
@@ -211,9 +215,21 @@ def test_robust_mode_erases_under_an_inner_attack(image_pipe):
 def test_anchor_prompts_replace_the_concept_and_its_variants(image_pipe):
     from t2v_unlearn.encoders.prompts import resolve_concepts
 
-    spec = resolve_concepts(["zorbo"], None, image_pipe.tokenizer, anchor="plimka")[0]
+    spec = resolve_concepts(["zorbo"], None, "tinyworld", anchor="plimka")[0]
     assert len(spec.prompts) == len(spec.anchor_prompts) and spec.anchor == "plimka"
     assert any("zorby" in p for p in spec.prompts)  # the synonym
     assert all("plimka" in a and "zorb" not in a.lower() for a in spec.anchor_prompts)
     with pytest.raises(ValueError, match="the concept itself"):
-        resolve_concepts(["zorbo"], None, image_pipe.tokenizer, anchor="zorbo")
+        resolve_concepts(["zorbo"], None, "tinyworld", anchor="zorbo")
+
+
+def test_prompt_templates_follow_the_models_registry_entry():
+    from t2v_unlearn.encoders.prompts import LITERATURE_TEMPLATES, resolve_concepts
+
+    world = resolve_concepts(["zorbo"], None, "tinyworld", variants=False)[0]
+    real = resolve_concepts(["zorbo"], "id", "literature", variants=False)[0]
+    assert world.tinyworld and world.category == "id" and not real.tinyworld
+    assert set(real.prompts) == {t.format(c="zorbo") for t in LITERATURE_TEMPLATES["id"]}
+    assert set(world.prompts) != set(real.prompts) and any("moving" in p for p in world.prompts)  # + motions
+    with pytest.raises(ValueError, match="templates must be one of"):
+        resolve_concepts(["zorbo"], None, "sd2")

@@ -7,7 +7,6 @@ import torch
 
 from t2v_unlearn.eval.detector import (
     CLIP_MEAN,
-    SYMMETRIC_MEAN,
     ZeroShotDetector,
     label_set,
     preprocessing_constants,  # fmt: skip
@@ -67,14 +66,16 @@ def test_preprocess_resizes_and_crops_and_rejects_bad_input(detector):
 def test_normalisation_constants_follow_the_folder(tiny_clip_dir, tmp_path):
     from transformers import CLIPModel
 
+    from t2v_unlearn.pipelines import tinyworld_path
+
     clip = CLIPModel.from_pretrained(tiny_clip_dir)
     assert preprocessing_constants(tiny_clip_dir, clip)[0] == CLIP_MEAN  # a plain CLIP folder: CLIP's constants
-    tinyworld = tmp_path / "weights" / "evaluator"
-    shutil.copytree(tiny_clip_dir, tinyworld)
-    (tmp_path / "weights" / "training.json").write_text("{}")
-    assert preprocessing_constants(tinyworld, clip)[0] == SYMMETRIC_MEAN  # a TinyWorld export: [-1, 1] pixels
-    (tinyworld / "preprocessor_config.json").write_text(json.dumps({"image_mean": [0.1] * 3, "image_std": [0.2] * 3}))
-    assert preprocessing_constants(tinyworld, clip)[:2] == ((0.1,) * 3, (0.2,) * 3)
+    evaluator = tinyworld_path("evaluator")  # the export says its [-1, 1] pixels in preprocessor_config.json
+    assert preprocessing_constants(evaluator, clip)[:2] == ((0.5,) * 3, (0.5,) * 3)
+    folder = tmp_path / "evaluator"
+    shutil.copytree(tiny_clip_dir, folder)
+    (folder / "preprocessor_config.json").write_text(json.dumps({"image_mean": [0.1] * 3, "image_std": [0.2] * 3}))
+    assert preprocessing_constants(folder, clip)[:2] == ((0.1,) * 3, (0.2,) * 3)
 
 
 def test_missing_detector_folder_is_a_clear_error(tmp_path):

@@ -12,10 +12,15 @@ from transformers import CLIPTextConfig, CLIPTextModel
 from t2v_unlearn.encoders.fingerprint import architecture, encoder_fingerprint, tokenizer_fingerprint
 from t2v_unlearn.pipelines import load_pipeline, resolve_model
 from t2v_unlearn.pipelines.registry import (
+    LITERATURE,
+    MODELS,
     REGISTRY,
+    TINYWORLD_MODEL,
     BaseNotDownloadedError,
     RegistryError,
+    conventions_for,
     get_base,
+    model_entry,
     resolve_registered,
     shared_encoder_architecture,
 )
@@ -49,6 +54,32 @@ def fake_snapshot(cache, repo_id: str, pipe=None):
 @pytest.fixture(scope="module")
 def reduced_image():
     return build_standin("sd-2.1-base", scale="reduced")
+
+
+# --- entries and their conventions ------------------------------------------------------------------------------
+
+
+def test_tinyworld_is_an_entry_beside_the_real_bases(image_pipe, tmp_path):
+    assert set(MODELS) == {"tinyworld", *REGISTRY}
+    assert model_entry("tinyworld") is TINYWORLD_MODEL
+    assert TINYWORLD_MODEL.folder("video").name == "video"
+    assert model_entry(image_pipe) is TINYWORLD_MODEL  # a loaded pipeline: by its folder
+    assert conventions_for(image_pipe).prompts == "tinyworld" and conventions_for("tinyworld").suite == "tinyworld"
+    export = tmp_path / "export"  # a TinyWorld export: training.json beside the pipeline folders
+    (export / "image").mkdir(parents=True)
+    (export / "training.json").write_text("{}")
+    assert model_entry(export / "image") is TINYWORLD_MODEL
+    assert model_entry(tmp_path) is None and conventions_for(tmp_path) == LITERATURE  # an unknown folder
+    assert conventions_for("") == LITERATURE
+
+
+def test_a_cached_snapshot_belongs_to_its_base(tmp_path):
+    snapshot = fake_snapshot(tmp_path / "hub", "damo-vilab/text-to-video-ms-1.7b")
+    assert model_entry(snapshot) is get_base("modelscope-1.7b")
+    alias = fake_snapshot(tmp_path / "hub", "runwayml/stable-diffusion-v1-5")
+    assert model_entry(alias) is get_base("sd-1.5")
+    assert conventions_for(alias) == LITERATURE
+    assert model_entry("sd-2.1-base").conventions.suite == "sd2"
 
 
 # --- the published configs --------------------------------------------------------------------------------------
