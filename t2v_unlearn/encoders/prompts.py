@@ -37,9 +37,10 @@ GENERIC_RETAIN_PROMPTS = [
 
 
 TEMPLATES = ("tinyworld", "literature")  # the prompt families a registry entry can name (pipelines/registry.py)
-# what a concept is replaced by under the anchor objective, when no --to is given (docs/METHOD.md)
-TINYWORLD_ANCHORS = {"object": "something", "style": "solid", "id": "something"}
-TINYWORLD_STYLE_FALLBACK = "outlined"  # the plain style's own anchor
+# what a concept is replaced by under the anchor objective, when no --to is given (docs/METHOD.md). Shapes go to a
+# named shape: TinyWorld draws a random shape for "something", the erased one among them (1 in 8)
+TINYWORLD_ANCHORS = {"object": "circle", "style": "solid", "id": "something"}
+TINYWORLD_FALLBACKS = {"object": "square", "style": "outlined"}  # the anchor's own anchor, when it is erased itself
 LITERATURE_ANCHORS = {"object": "an object", "style": "a painting", "id": "a person"}
 
 
@@ -75,7 +76,7 @@ def training_prompts(name: str, prompts: tuple[str, ...], synonyms: tuple[str, .
 def default_anchor(name: str, category: str, tinyworld: bool) -> str:
     if tinyworld:
         anchor = TINYWORLD_ANCHORS[category]
-        return TINYWORLD_STYLE_FALLBACK if anchor == name else anchor
+        return TINYWORLD_FALLBACKS[category] if anchor == name else anchor
     return LITERATURE_ANCHORS[category]
 
 
