@@ -59,7 +59,7 @@ VARIANTS = {
     "all": {"trainable": "all"},
     "preserve0.3": {"preserve_weight": 0.3},
     "to-circle": {"anchor": "circle"},
-    "to-something": {"anchor": "something"},  # the object anchor before v0.x: a random shape, the erased one too
+    "to-something": {"anchor": "something"},  # the previous object anchor: draws a random shape, the erased one too
     "to-circle-p0.3": {"anchor": "circle", "preserve_weight": 0.3},
     "ascent-old": {"objective": "ascent", "variants": False, "shot_sampler": "pipeline", "shot_steps": 25,
                    "lr": 2e-4, "max_steps": 200},

@@ -308,13 +308,14 @@ def build_tinyworld_suite(
         "model": "tinyworld",
         "detector": "tinyworld",
         "seeds": list(seeds),
-        # quick: one erasure judged in about 3 minutes on 2 CPU cores (docs/BENCHMARKS.md, "Evaluate")
+        # quick: one erasure judged in about 2 minutes on 2 CPU cores (docs/BENCHMARKS.md, "Evaluate"); a video
+        # costs ~8 images, so the videos take 2 prompts of 3 concepts
         "quick": {
             "prompts": 4,
             "seeds": [0, 1],
             "retained_same_category": 2,
             "retained_other_categories": 2,
-            "video": {"seeds": [0], "retained_same_category": 1, "retained_other_categories": 1},
+            "video": {"prompts": 2, "seeds": [0], "retained_same_category": 1, "retained_other_categories": 1},
         },
         # the full plan's videos: every concept, 4 prompts x 2 seeds (8 videos, 64 frames each), so that the whole
         # suite fits in 30 minutes on 2 CPU cores (docs/BENCHMARKS.md, "Evaluation time")

@@ -59,16 +59,17 @@ def test_eval_generates_scores_and_reports_a_checkpoint(checkpoint, tiny_clip_di
         for key in HEADLINE:
             assert set(metrics[kind][key]) == {"value", "low", "high", "n"}
         concepts = metrics[kind]["concepts"]
-        n_concepts, n_seeds = (5, 2) if kind == "image" else (3, 1)  # quick: the target + 4 (videos: 2) retained
+        # quick: the target + 4 retained, 4 prompts, 2 seeds (videos: + 2 retained, 2 prompts, 1 seed)
+        n_concepts, n_prompts, n_seeds = (5, 4, 2) if kind == "image" else (3, 2, 1)
         assert list(concepts)[0] == "zorbo" and len(concepts) == n_concepts
-        assert concepts["zorbo"]["n_prompts"] == 4 and concepts["zorbo"]["n_seeds"] == n_seeds
+        assert concepts["zorbo"]["n_prompts"] == n_prompts and concepts["zorbo"]["n_seeds"] == n_seeds
         assert concepts["zorbo"]["frames_per_video"] == (1 if kind == "image" else 3)
-        assert metrics[kind]["erasure"]["n"] == 4 * n_seeds
+        assert metrics[kind]["erasure"]["n"] == n_prompts * n_seeds
         # the honesty figures: the floor of every scored concept, the collateral distance, a note on 4 prompts
         assert set(metrics[kind]["floor"]) == set(concepts)
         assert all(0 <= f["value"] <= 1 and f["n"] > 0 for f in metrics[kind]["floor"].values())
         assert metrics[kind]["collateral"]["sample_distance"]["value"] > 0
-        assert any("only 4 prompt" in note for note in metrics[kind]["notes"])
+        assert any(f"only {n_prompts} prompt" in note for note in metrics[kind]["notes"])
     assert metrics["collateral_encoder"]["mean_squared_difference"] > 0
     for family in ("synonyms", "misspellings", "paraphrases"):
         for kind in ("image", "video"):
@@ -78,7 +79,7 @@ def test_eval_generates_scores_and_reports_a_checkpoint(checkpoint, tiny_clip_di
     # the same videos scored again after an H.264 round trip, from real mp4 files
     assert set(metrics["video_mp4"]["erasure"]) == {"value", "low", "high", "n"}
     assert metrics["video_mp4"]["erasure"]["n"] == metrics["video"]["erasure"]["n"]
-    assert len(list((out / "decoded").rglob("*.mp4"))) == 2 * 3 * 4
+    assert len(list((out / "decoded").rglob("*.mp4"))) == 2 * 3 * 2  # 2 encoders x 3 concepts x 2 prompts
     # the unlearned encoder changed the samples; the original ones are the base model's
     original = np.load(out / "samples/image/original/zorbo/p00_s0.npy")
     (unlearned_dir,) = (out / "samples/image").glob("unlearned-*")  # tagged by the checkpoint's fingerprint

@@ -28,7 +28,7 @@ def test_quick_plan_is_small_and_mixes_categories():
     assert all(len(p) == 4 for p in prompts.values()) and seeds == [0, 1]
     video_concepts, video_prompts, video_seeds = suite.plan(["zorbo"], quick=True, kind="video")
     assert video_concepts == concepts[:2] + [concepts[3]] and video_seeds == [0]  # videos: smaller still
-    assert all(len(p) == 4 for p in video_prompts.values())
+    assert all(len(p) == 2 for p in video_prompts.values())
     full_concepts, full_prompts, full_seeds = suite.plan(["zorbo"])
     assert len(full_concepts) == 18 and len(full_seeds) == 4
     # the full plan's videos: every concept still, fewer prompts and seeds (a video costs ~20 images)
