@@ -87,10 +87,13 @@ def run(args) -> int:
     saved = None
     if args.config is not None:  # re-run a saved erase: its concepts, base model and every EraseConfig field
         manifest = read_manifest(Path(args.config).parent if Path(args.config).is_file() else args.config)
-        saved = manifest["config"]
-        args.concept = args.concept or list(manifest["concepts"])
+        if not manifest.config:
+            raise SystemExit(f"error: {args.config} records no erase config to re-run; pass a checkpoint that "
+                             "`t2v-unlearn erase` wrote")  # fmt: skip
+        saved = manifest.config
+        args.concept = args.concept or list(manifest.concepts)
         if args.model is None:
-            args.model = manifest.get("base_model", "tinyworld")
+            args.model = manifest.base_model or "tinyworld"
     args.model = args.model or "tinyworld"
     if not args.concept:
         raise SystemExit("error: no concept given: pass --concept NAME (repeat it for several), or --config")
@@ -124,7 +127,7 @@ def run(args) -> int:
                           overwrite=args.overwrite, extra=extra, dtype=dtype_from(args.save_dtype))  # fmt: skip
     manifest = read_manifest(out)
     order = ("load", "shots", "setup", "optimise", "checks_in_optimise", "save")
-    timings = sorted(manifest["timings"].items(), key=lambda kv: order.index(kv[0]) if kv[0] in order else len(order))
+    timings = sorted(manifest.timings.items(), key=lambda kv: order.index(kv[0]) if kv[0] in order else len(order))
     split = ", ".join(f"{k.replace('_', ' ')} {v:.1f} s" for k, v in timings)
     print(f"checkpoint written to {out} ({result.steps} steps, stopped by {result.stopped_by})")
     gaps = [h["gap_ratio"] for h in result.history if "gap_ratio" in h]

@@ -1,6 +1,6 @@
 """Text-encoder unlearning: the method, its trainable presets, encoder-only checkpoints."""
 
-from .checkpoint import CheckpointError, load_pipeline, load_text_encoder, read_manifest, save_checkpoint
+from .checkpoint import CheckpointError, Manifest, load_pipeline, load_text_encoder, read_manifest, save_checkpoint
 from .erase import EraseConfig, EraseResult, erase_concept
 from .fingerprint import encoder_fingerprint, tokenizer_fingerprint
 
@@ -8,6 +8,7 @@ __all__ = [
     "CheckpointError",
     "EraseConfig",
     "EraseResult",
+    "Manifest",
     "encoder_fingerprint",
     "erase_concept",
     "load_pipeline",

@@ -16,6 +16,7 @@ import copy
 import datetime
 import json
 import time
+from dataclasses import dataclass, field, fields
 from importlib import metadata
 from pathlib import Path
 
@@ -36,6 +37,81 @@ LORA_FILE = "pytorch_lora_weights.safetensors"
 
 class CheckpointError(ValueError):
     """A checkpoint that is missing, corrupt, or does not fit the pipeline it is meant for."""
+
+
+def _names(value, non_empty: bool = False) -> bool:
+    return isinstance(value, list) and (bool(value) or not non_empty) and all(isinstance(v, str) and v for v in value)
+
+
+# what a field's JSON value must be, by the words its error message uses
+_KINDS = {
+    "an integer": lambda v: isinstance(v, int) and not isinstance(v, bool),
+    "a string": lambda v: isinstance(v, str),
+    "an object": lambda v: isinstance(v, dict),
+    "a list": lambda v: isinstance(v, list),
+    "a list of names": _names,
+    "a non-empty list of names": lambda v: _names(v, non_empty=True),
+}
+
+
+def _field(must: str, help: str, **default):
+    return field(**default, metadata={"help": help, "must": must})
+
+
+@dataclass(kw_only=True)
+class Manifest:
+    """unlearn.json: what was erased from which base, how, and what it cost.
+
+    Only the four fields that loading checks are required; the rest default to "not recorded" (None, or an empty
+    container) for manifests written by older versions or by hand. Keys this version does not know (`extra=` of
+    `save_checkpoint`) are kept in `extra` and written back at the top level.
+    """
+
+    format_version: int | None = _field("an integer", "the unlearn.json format (FORMAT_VERSION)", default=None)
+    concepts: list[str] = _field("a non-empty list of names", "the erased concepts")
+    categories: dict[str, str] = _field("an object", "concept -> category", default_factory=dict)
+    prompts: dict[str, list[str]] = _field("an object", "concept -> its training prompts", default_factory=dict)
+    config: dict = _field("an object", "the full EraseConfig (`EraseConfig.to_dict()`)", default_factory=dict)
+    base_model: str | None = _field("a string", "the base pipeline erase ran on", default=None)
+    base_fingerprint: str = _field("a string", "`encoder_fingerprint` of the base text encoder")
+    unlearned_fingerprint: str | None = _field("a string", "`encoder_fingerprint` of the saved encoder", default=None)
+    saved_dtype: str | None = _field("a string", 'the dtype of the saved weights, e.g. "float32"', default=None)
+    base_architecture: dict = _field("an object", "`architecture` of the base text encoder's config")
+    tokenizer_fingerprint: str = _field("a string", "`tokenizer_fingerprint` of the base tokenizer")
+    changed_tensors: list[str] | None = _field("a list of names", "the tensors erase changed", default=None)
+    changed_parameters: int | None = _field("an integer", "parameters in the changed tensors", default=None)
+    total_parameters: int | None = _field("an integer", "parameters in the encoder", default=None)
+    steps: int | None = _field("an integer", "optimisation steps run", default=None)
+    stopped_by: str | None = _field("a string", "the stop rule that ended the run", default=None)
+    history: list[dict] = _field("a list", "the stop rule's checks, one record per check", default_factory=list)
+    sizes: dict[str, int] = _field("an object", "bytes of each stored form", default_factory=dict)
+    timings: dict[str, float] = _field("an object", "seconds per phase (load, shots, ..., save)", default_factory=dict)
+    versions: dict[str, str] = _field("an object", "package versions (`versions()`)", default_factory=dict)
+    created: str | None = _field("a string", "when it was written, ISO 8601 UTC", default=None)
+    lora_fingerprint: str | None = _field("a string", "`tensor_fingerprint` of the LoRA file (lora)", default=None)
+    extra: dict = field(default_factory=dict, metadata={"help": "any other top-level keys, kept as they are"})
+
+    @classmethod
+    def from_dict(cls, data, where: str) -> Manifest:
+        """Check a parsed unlearn.json and read it; a `CheckpointError` naming `where` (the file) if it is wrong."""
+        if not isinstance(data, dict):
+            raise CheckpointError(f"{where} holds {type(data).__name__}, not a manifest; re-run `t2v-unlearn erase`")
+        missing = {"base_fingerprint", "base_architecture", "tokenizer_fingerprint", "concepts"} - set(data)
+        if missing:
+            raise CheckpointError(f"{where} lacks {sorted(missing)}; re-run `t2v-unlearn erase`")
+        known = {f.name: f for f in fields(cls) if f.name != "extra"}
+        for name, f in known.items():
+            if name not in data or (data[name] is None and f.default is None):  # an optional field not recorded
+                continue
+            if not _KINDS[f.metadata["must"]](data[name]):
+                raise CheckpointError(f"{where}: '{name}' must be {f.metadata['must']}; re-run `t2v-unlearn erase`")
+        extra = {k: v for k, v in data.items() if k not in known}
+        return cls(**{k: v for k, v in data.items() if k in known}, extra=extra)
+
+    def to_dict(self) -> dict:
+        """The JSON object of unlearn.json: every recorded field (None ones left out), `extra` at the top level."""
+        recorded = {f.name: getattr(self, f.name) for f in fields(self) if f.name != "extra"}
+        return {**self.extra, **{k: v for k, v in recorded.items() if v is not None}}
 
 
 def versions() -> dict[str, str]:
@@ -67,8 +143,13 @@ def save_checkpoint(
     """Write an encoder-only checkpoint folder for an `EraseResult`; atomic (see `t2v_unlearn.artefacts`).
 
     The time saving takes is measured here and added to `timings` as "save". `dtype` (e.g. torch.float16)
-    stores the weights in that precision instead of the trained float32: half the size, for sharing.
+    stores the weights in that precision instead of the trained float32: half the size, for sharing. `extra`
+    adds top-level keys to unlearn.json (kept in `Manifest.extra`); it may not name a `Manifest` field.
     """
+    extra = dict(extra or {})
+    clash = sorted(set(extra) & {f.name for f in fields(Manifest)})
+    if clash:
+        raise ValueError(f"extra keys {clash} are unlearn.json's own fields; pass them under other names")
     start = time.perf_counter()
     with atomic_folder(out, overwrite, kind="checkpoint") as tmp:
         encoder = result.text_encoder if dtype is None else copy.deepcopy(result.text_encoder).to(dtype)
@@ -79,6 +160,7 @@ def save_checkpoint(
         base_print = encoder_fingerprint(base_encoder)
         save_file(changed, str(tmp / COMPACT_FILE), metadata={"base_fingerprint": base_print})
         sizes = {"full_bytes": _folder_size(tmp / "text_encoder"), "compact_bytes": _folder_size(tmp / "compact")}
+        lora_print = None
         if result.lora_state_dict is not None:
             from diffusers import StableDiffusionPipeline
 
@@ -88,55 +170,59 @@ def save_checkpoint(
             sizes["lora_bytes"] = _folder_size(tmp / LORA_DIR)
             # the merged LoRA encoder is not bit-reproducible across devices: fingerprint the patch file instead
             lora_print = tensor_fingerprint(load_file(str(tmp / LORA_DIR / LORA_FILE)))
-            extra = {"lora_fingerprint": lora_print, **(extra or {})}
-        manifest = {
-            "format_version": FORMAT_VERSION,
-            "concepts": [c.name for c in result.concepts],
-            "categories": {c.name: c.category for c in result.concepts},
-            "prompts": {c.name: list(c.prompts) for c in result.concepts},
-            "config": config.to_dict(),
-            "base_model": base_model,
-            "base_fingerprint": base_print,
-            "unlearned_fingerprint": encoder_fingerprint(encoder),
-            "saved_dtype": str(next(encoder.parameters()).dtype).removeprefix("torch."),
-            "base_architecture": architecture(base_encoder.config),
-            "tokenizer_fingerprint": tokenizer_fingerprint(tokenizer),
-            "changed_tensors": sorted(changed),
-            "changed_parameters": int(sum(t.numel() for t in changed.values())),
-            "total_parameters": int(sum(t.numel() for t in state.values())),
-            "steps": result.steps,
-            "stopped_by": result.stopped_by,
-            "history": result.history,
-            "sizes": sizes,
-            "timings": {**{k: round(v, 3) for k, v in timings.items()}, "save": round(time.perf_counter() - start, 3)},
-            "versions": versions(),
-            "created": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
-            **(extra or {}),
-        }
-        (tmp / "unlearn.json").write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
+        manifest = Manifest(
+            format_version=FORMAT_VERSION,
+            concepts=[c.name for c in result.concepts],
+            categories={c.name: c.category for c in result.concepts},
+            prompts={c.name: list(c.prompts) for c in result.concepts},
+            config=config.to_dict(),
+            base_model=base_model,
+            base_fingerprint=base_print,
+            unlearned_fingerprint=encoder_fingerprint(encoder),
+            saved_dtype=str(next(encoder.parameters()).dtype).removeprefix("torch."),
+            base_architecture=architecture(base_encoder.config),
+            tokenizer_fingerprint=tokenizer_fingerprint(tokenizer),
+            changed_tensors=sorted(changed),
+            changed_parameters=int(sum(t.numel() for t in changed.values())),
+            total_parameters=int(sum(t.numel() for t in state.values())),
+            steps=result.steps,
+            stopped_by=result.stopped_by,
+            history=result.history,
+            sizes=sizes,
+            timings={**{k: round(v, 3) for k, v in timings.items()}, "save": round(time.perf_counter() - start, 3)},
+            versions=versions(),
+            created=datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
+            lora_fingerprint=lora_print,
+            extra=extra,
+        )
+        (tmp / "unlearn.json").write_text(json.dumps(manifest.to_dict(), indent=2, sort_keys=True) + "\n")
         (tmp / "README.md").write_text(model_card(manifest))
     return Path(out)
 
 
-def model_card(manifest: dict) -> str:
-    concepts = ", ".join(f"`{c}` ({manifest['categories'][c]})" for c in manifest["concepts"])
-    sizes = manifest["sizes"]
+def model_card(manifest: Manifest) -> str:
+    concepts = ", ".join(f"`{c}` ({manifest.categories[c]})" for c in manifest.concepts)
+    sizes = manifest.sizes
     lora = f"\n- `lora/{LORA_FILE}`: LoRA patch, {sizes['lora_bytes'] / 1024:.0f} KiB" if "lora_bytes" in sizes else ""
-    timings = ", ".join(f"{k} {v:.1f} s" for k, v in manifest["timings"].items())
+    timings = ", ".join(f"{k} {v:.1f} s" for k, v in manifest.timings.items())
+    anchor = manifest.config.get("anchor") or "a generic anchor"
+    how = {"anchor": f"the concept's prompts drawn as {anchor} through the frozen UNet",
+           "ascent": "gradient ascent on the denoising loss through the frozen UNet"}.get(
+        manifest.config.get("objective"), "objective not recorded")  # fmt: skip
     return f"""---
 library_name: transformers
 tags: [t2v_unlearn, concept-erasure, clip-text-encoder]
 ---
-# Unlearned CLIP text encoder: {", ".join(manifest["concepts"])}
+# Unlearned CLIP text encoder: {", ".join(manifest.concepts)}
 
 This folder holds a CLIP text encoder from which {concepts} was erased by few-shot unlearning
-(gradient ascent on the denoising loss through the frozen UNet), with t2v_unlearn
-{manifest["versions"].get("t2v_unlearn")}.
+({how}), with t2v_unlearn
+{manifest.versions.get("t2v_unlearn")}.
 
-- Base model: `{manifest["base_model"]}`, text-encoder fingerprint `{manifest["base_fingerprint"][:16]}...`
-- Trainable preset: `{manifest["config"]["trainable"]}`; {manifest["changed_parameters"]:,} of
-  {manifest["total_parameters"]:,} parameters changed; {manifest["steps"]} steps,
-  stopped by `{manifest["stopped_by"]}`.
+- Base model: `{manifest.base_model}`, text-encoder fingerprint `{manifest.base_fingerprint[:16]}...`
+- Trainable preset: `{manifest.config["trainable"]}`; {manifest.changed_parameters:,} of
+  {manifest.total_parameters:,} parameters changed; {manifest.steps} steps,
+  stopped by `{manifest.stopped_by}`.
 - Time: {timings}.
 
 ## Files
@@ -149,8 +235,8 @@ This folder holds a CLIP text encoder from which {concepts} was erased by few-sh
 ## Use
 ```python
 from t2v_unlearn.encoders import load_pipeline
-image = load_pipeline("image", model="{manifest["base_model"]}", text_encoder="path/to/this/folder")
-video = load_pipeline("video", model="{manifest["base_model"]}", text_encoder="path/to/this/folder")
+image = load_pipeline("image", model="{manifest.base_model}", text_encoder="path/to/this/folder")
+video = load_pipeline("video", model="{manifest.base_model}", text_encoder="path/to/this/folder")
 ```
 The encoder serves every pipeline whose text encoder has the base fingerprint above (for example
 Stable Diffusion 2.x and ModelScope text-to-video share one).
@@ -168,7 +254,8 @@ against this one, can bring the concept back. This is erasure from the prompt in
 # --- loading -------------------------------------------------------------------------------------------------
 
 
-def read_manifest(folder: str | Path) -> dict:
+def read_manifest(folder: str | Path) -> Manifest:
+    """The checked `Manifest` of a checkpoint folder: the one reader of unlearn.json."""
     folder = Path(folder)
     if not folder.is_dir():
         raise CheckpointError(f"encoder checkpoint {folder} does not exist; pass the folder `t2v-unlearn erase` wrote")
@@ -176,30 +263,19 @@ def read_manifest(folder: str | Path) -> dict:
     if not path.is_file():
         raise CheckpointError(f"{folder} is not an encoder checkpoint (no unlearn.json); pass a folder from `erase`")
     try:
-        manifest = json.loads(path.read_text())
+        data = json.loads(path.read_text())
     except (json.JSONDecodeError, UnicodeDecodeError) as error:
         raise CheckpointError(f"{path} is corrupt ({error}); re-run `t2v-unlearn erase`") from error
-    if not isinstance(manifest, dict):
-        raise CheckpointError(f"{path} holds {type(manifest).__name__}, not a manifest; re-run `t2v-unlearn erase`")
-    missing = {"base_fingerprint", "base_architecture", "tokenizer_fingerprint", "concepts"} - set(manifest)
-    if missing:
-        raise CheckpointError(f"{path} lacks {sorted(missing)}; re-run `t2v-unlearn erase`")
-    concepts = manifest["concepts"]
-    if not isinstance(concepts, list) or not concepts or not all(isinstance(c, str) and c for c in concepts):
-        raise CheckpointError(f"{path}: 'concepts' must be a non-empty list of names; re-run `t2v-unlearn erase`")
-    for key in ("config", "base_architecture"):
-        if not isinstance(manifest.get(key, {}), dict):
-            raise CheckpointError(f"{path}: '{key}' must be an object; re-run `t2v-unlearn erase`")
-    return manifest
+    return Manifest.from_dict(data, where=str(path))
 
 
-def check_compatible(manifest: dict, base: CLIPTextModel, tokenizer, force: bool = False, where: str = "",
+def check_compatible(manifest: Manifest, base: CLIPTextModel, tokenizer, force: bool = False, where: str = "",
                      base_name: str = "the pipeline") -> None:  # fmt: skip
     """Raise a `CheckpointError` naming both sides if a checkpoint cannot serve this pipeline's encoder.
 
     `force` overrides only the base-fingerprint check, never the architecture or the tokenizer.
     """
-    theirs, ours = manifest["base_architecture"], architecture(base.config)
+    theirs, ours = manifest.base_architecture, architecture(base.config)
     if theirs != ours:
         diff = {k: (theirs.get(k), ours.get(k)) for k in ours if theirs.get(k) != ours.get(k)}
         detail = ", ".join(f"{k} {a} vs {b}" for k, (a, b) in diff.items())
@@ -210,15 +286,15 @@ def check_compatible(manifest: dict, base: CLIPTextModel, tokenizer, force: bool
             f"encoder checkpoint {where} does not fit {base_name}: {detail} (checkpoint vs pipeline).{hint} "
             f"Unlearn on a base with the same text encoder as {base_name}; --force cannot override this."
         )
-    if manifest["tokenizer_fingerprint"] != tokenizer_fingerprint(tokenizer):
+    if manifest.tokenizer_fingerprint != tokenizer_fingerprint(tokenizer):
         raise CheckpointError(
             f"encoder checkpoint {where} was unlearned with a different tokenizer than {base_name}'s "
             "(vocabulary, merges or padding differ); token ids would not mean the same. Unlearn on this base."
         )
-    if not force and manifest["base_fingerprint"] != encoder_fingerprint(base):
+    if not force and manifest.base_fingerprint != encoder_fingerprint(base):
         raise CheckpointError(
-            f"encoder checkpoint {where} was unlearned from base encoder {manifest['base_fingerprint'][:12]} "
-            f"({manifest.get('base_model', '?')}), but {base_name}'s encoder is {encoder_fingerprint(base)[:12]}. "
+            f"encoder checkpoint {where} was unlearned from base encoder {manifest.base_fingerprint[:12]} "
+            f"({manifest.base_model or '?'}), but {base_name}'s encoder is {encoder_fingerprint(base)[:12]}. "
             f"Same architecture, other weights{base_difference(where, base)}: pass --force to swap it in anyway, "
             "or unlearn on this base."
         )
@@ -255,14 +331,14 @@ def base_difference(folder: str | Path, base: CLIPTextModel) -> str:
             f"{differing[worst]:.3g} in {worst})")  # fmt: skip
 
 
-def check_weights(manifest: dict, found: str, key: str = "unlearned_fingerprint", where: str = "") -> None:
+def check_weights(manifest: Manifest, found: str, key: str = "unlearned_fingerprint", where: str = "") -> None:
     """Raise a `CheckpointError` if weights loaded from a checkpoint are not the ones `erase` saved there.
 
     Args:
         found: the fingerprint of what was loaded (`encoder_fingerprint`, or `tensor_fingerprint` of a LoRA file).
-        key: the unlearn.json field that recorded it; a manifest without it (older versions) is not checked.
+        key: the `Manifest` field that recorded it; a manifest without it (older versions) is not checked.
     """
-    expected = manifest.get(key)
+    expected = getattr(manifest, key)
     if expected is not None and found != expected:
         raise CheckpointError(
             f"encoder checkpoint {where} holds other weights than `erase` saved: their fingerprint is {found[:12]}, "
@@ -297,7 +373,7 @@ def load_text_encoder(folder: str | Path, base: CLIPTextModel, tokenizer, force:
             if not force:
                 patch = tensor_fingerprint(load_file(str(folder / LORA_DIR / LORA_FILE)))
                 check_weights(manifest, patch, key="lora_fingerprint", where=str(folder))
-            return apply_lora(base, folder / LORA_DIR / LORA_FILE, manifest["config"])
+            return apply_lora(base, folder / LORA_DIR / LORA_FILE, manifest.config)
     except (SafetensorError, OSError, RuntimeError) as error:
         if isinstance(error, CheckpointError):
             raise

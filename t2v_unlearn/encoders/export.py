@@ -25,7 +25,16 @@ import torch
 from transformers import CLIPTextModel
 
 from ..artefacts import atomic_folder, validate_output
-from .checkpoint import LORA_DIR, LORA_FILE, CheckpointError, check_compatible, check_weights, read_manifest, versions
+from .checkpoint import (
+    LORA_DIR,
+    LORA_FILE,
+    CheckpointError,
+    Manifest,
+    check_compatible,
+    check_weights,
+    read_manifest,
+    versions,
+)
 from .fingerprint import architecture, encoder_fingerprint
 from .trainable import LORA_TARGET_MODULES
 
@@ -320,13 +329,13 @@ def canonical_lora_names(lora: dict[str, torch.Tensor]) -> dict[str, torch.Tenso
 # --- reading a checkpoint ----------------------------------------------------------------------------------
 
 
-def _load_base(manifest: dict, model: str | None):
+def _load_base(manifest: Manifest, model: str | None):
     """The base encoder (float32) and tokenizer a checkpoint was unlearned from, without the UNet or VAE."""
     from transformers import CLIPTokenizer
 
     from ..pipelines.load import _quiet_loading, resolve_model
 
-    name = model or manifest.get("base_model")
+    name = model or manifest.base_model
     if not name:
         raise CheckpointError("unlearn.json names no base_model; pass --model with the base it was unlearned from")
     path = resolve_model(name, "image")
@@ -335,7 +344,7 @@ def _load_base(manifest: dict, model: str | None):
     return encoder, CLIPTokenizer.from_pretrained(path / "tokenizer"), name
 
 
-def load_encoders(folder: str | Path, manifest: dict, need_base: bool, model: str | None = None,
+def load_encoders(folder: str | Path, manifest: Manifest, need_base: bool, model: str | None = None,
                   force: bool = False):  # fmt: skip
     """(unlearned encoder, base encoder or None, base name) of a checkpoint folder, each checked.
 
@@ -348,7 +357,7 @@ def load_encoders(folder: str | Path, manifest: dict, need_base: bool, model: st
     folder = Path(folder)
     full = (folder / "text_encoder" / "config.json").is_file()
     base = tokenizer = None
-    name = model or manifest.get("base_model")
+    name = model or manifest.base_model
     if need_base or not full:
         base, tokenizer, name = _load_base(manifest, model)
         check_compatible(manifest, base, tokenizer, force=force, where=str(folder), base_name=str(name))
@@ -356,7 +365,7 @@ def load_encoders(folder: str | Path, manifest: dict, need_base: bool, model: st
         return load_text_encoder(folder, base, tokenizer, force=force, base_name=str(name)), base, name
     with _quiet_loading():
         encoder = CLIPTextModel.from_pretrained(folder / "text_encoder").eval()
-    if architecture(encoder.config) != manifest["base_architecture"]:
+    if architecture(encoder.config) != manifest.base_architecture:
         raise CheckpointError(f"{folder}/text_encoder/config.json disagrees with unlearn.json's architecture; "
                               "re-run `t2v-unlearn erase`")  # fmt: skip
     if not force:
@@ -404,7 +413,7 @@ def _read_merge_base(path: str | Path) -> dict[str, torch.Tensor]:
         raise ValueError(f"--merge-into {path} is not a readable safetensors file ({error})") from None
 
 
-def _check_merge_base(state: dict, encoder: CLIPTextModel, layout: str, manifest: dict, where: str,
+def _check_merge_base(state: dict, encoder: CLIPTextModel, layout: str, manifest: Manifest, where: str,
                       force: bool) -> None:  # fmt: skip
     """Refuse a base checkpoint of the other layout, or (unless `force`) one whose text encoder is not the base's."""
     found = checkpoint_layout(state)
@@ -425,9 +434,9 @@ def _check_merge_base(state: dict, encoder: CLIPTextModel, layout: str, manifest
     tower = {k if k in names else k.removeprefix(TEXT_MODEL): v for k, v in tower.items()}
     model.load_state_dict(tower, assign=True)
     theirs = encoder_fingerprint(model)
-    if theirs != manifest["base_fingerprint"]:
+    if theirs != manifest.base_fingerprint:
         raise ValueError(f"{where}'s text encoder ({theirs[:12]}) is not the one the checkpoint was unlearned from "
-                         f"({manifest['base_fingerprint'][:12]}, {manifest.get('base_model', '?')}): the merged file "
+                         f"({manifest.base_fingerprint[:12]}, {manifest.base_model or '?'}): the merged file "
                          "would pair the unlearned encoder with another model. Pass that base's checkpoint, or "
                          "--force to merge anyway")  # fmt: skip
 
@@ -465,7 +474,7 @@ def export_checkpoint(
     if rank < 1:
         raise ValueError(f"--rank must be at least 1, got {rank}")
     manifest = read_manifest(folder)
-    layout = choose_layout(manifest["base_architecture"], layout) if format == "a1111" else None
+    layout = choose_layout(manifest.base_architecture, layout) if format == "a1111" else None
     validate_output(out, overwrite, kind="export")
     merge_base = _read_merge_base(merge_into) if merge_into is not None else None
 
@@ -478,7 +487,7 @@ def export_checkpoint(
         "format": format,
         "source": str(Path(folder).resolve()),
         "base_model": str(base_name),
-        "concepts": manifest["concepts"],
+        "concepts": manifest.concepts,
         "dtype": str(next(encoder.parameters()).dtype).removeprefix("torch."),
         "notes": [],
         "versions": versions(),
@@ -498,7 +507,7 @@ def export_checkpoint(
         summary.update(file=FILES["comfyui"], text_encoder_tensors=len(tensors))
     else:
         if from_delta:
-            names = manifest.get("changed_tensors")
+            names = manifest.changed_tensors
             tensors, report = lora_from_delta(base.state_dict(), encoder.state_dict(), rank, names)
             if not tensors:
                 raise ValueError(f"{folder}: no Linear weight differs from the base, so there is no LoRA to write")

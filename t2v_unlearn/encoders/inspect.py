@@ -23,7 +23,7 @@ from pathlib import Path
 import torch
 from transformers import CLIPTextModel, CLIPTokenizer
 
-from .checkpoint import CheckpointError, check_compatible, check_weights, read_manifest
+from .checkpoint import CheckpointError, Manifest, check_compatible, check_weights, read_manifest
 from .fingerprint import architecture, encoder_fingerprint, tokenizer_fingerprint
 
 SOURCE_KINDS = ("pipeline", "checkpoint", "text_encoder", "registered")
@@ -45,7 +45,7 @@ class EncoderSource:
     text_encoder: CLIPTextModel | None = field(default=None, metadata={"help": "None where no weights are at hand"})
     tokenizer: CLIPTokenizer | None = None
     pipeline_class: str | None = None
-    manifest: dict | None = field(default=None, metadata={"help": "a checkpoint's unlearn.json"})
+    manifest: Manifest | None = field(default=None, metadata={"help": "a checkpoint's unlearn.json"})
     registered: str | None = field(default=None, metadata={"help": "the registry name, where it is one"})
     notes: list[str] = field(default_factory=list)
 
@@ -105,9 +105,7 @@ def _from_pipeline_folder(argument: str, folder: Path) -> EncoderSource:
 
 def _from_checkpoint_folder(argument: str, folder: Path) -> EncoderSource:
     manifest = read_manifest(folder)
-    source = EncoderSource(
-        argument, "checkpoint", folder, manifest=manifest, config=dict(manifest["base_architecture"])
-    )
+    source = EncoderSource(argument, "checkpoint", folder, manifest=manifest, config=dict(manifest.base_architecture))
     if (folder / "text_encoder" / "config.json").is_file():
         source.text_encoder = _load_encoder(folder / "text_encoder")
         source.config = source.text_encoder.config.to_dict()
@@ -213,10 +211,10 @@ def describe(source: EncoderSource) -> dict:
         out["tokenizer"] = {"pad_token": REGISTRY[source.registered].tokenizer["pad_token"], "fingerprint": None}
     if source.manifest is not None:
         manifest = source.manifest
-        out["checkpoint"] = {key: manifest.get(key) for key in ("concepts", "base_model", "base_fingerprint",
+        out["checkpoint"] = {key: getattr(manifest, key) for key in ("concepts", "base_model", "base_fingerprint",
                              "unlearned_fingerprint", "changed_parameters", "total_parameters", "steps")}  # fmt: skip
-        out["checkpoint"]["trainable"] = manifest.get("config", {}).get("trainable")
-        out["checkpoint"]["tokenizer_fingerprint"] = manifest.get("tokenizer_fingerprint")
+        out["checkpoint"]["trainable"] = manifest.config.get("trainable")
+        out["checkpoint"]["tokenizer_fingerprint"] = manifest.tokenizer_fingerprint
     return out
 
 
@@ -282,7 +280,7 @@ def _tokenizer_match(first: EncoderSource, second: EncoderSource) -> bool | None
         if source.tokenizer is not None:
             return tokenizer_fingerprint(source.tokenizer)
         if source.manifest is not None:
-            return source.manifest.get("tokenizer_fingerprint")
+            return source.manifest.tokenizer_fingerprint
         return None
 
     a, b = token_print(first), token_print(second)
@@ -358,7 +356,7 @@ def checkpoint_fit_report(checkpoint: EncoderSource, base: EncoderSource) -> dic
             forced = False
         report.update(fits=False, fits_with_force=forced, reason=str(error))
         return report
-    reason = (f"{base.argument}'s encoder is the checkpoint's base ({manifest['base_fingerprint'][:12]}), with the "
+    reason = (f"{base.argument}'s encoder is the checkpoint's base ({manifest.base_fingerprint[:12]}), with the "
               "same architecture and tokenizer: it can be swapped in")  # fmt: skip
     report.update(fits=True, fits_with_force=True, reason=reason)
     return report

@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 from tqdm.auto import tqdm
 
-from ..encoders.checkpoint import read_manifest
+from ..encoders.checkpoint import Manifest, read_manifest
 from ..pipelines.generate import SAMPLERS, sampler
 from . import metrics as M
 from .attacks import ATTACKS, PROMPT_ATTACKS, attack_concept, attack_prompts, base_concept, parse_attacks
@@ -116,7 +116,7 @@ def correction_target(config: EvalConfig, suite: Suite) -> str | None:
     """The concept an `erase --to TARGET` checkpoint replaced its concepts with, if the suite knows it."""
     if config.text_encoder is None:
         return None
-    anchor = (read_checkpoint_manifest(config.text_encoder).get("config") or {}).get("anchor")
+    anchor = read_checkpoint_manifest(config.text_encoder).config.get("anchor")
     if not anchor:
         return None
     try:
@@ -125,7 +125,7 @@ def correction_target(config: EvalConfig, suite: Suite) -> str | None:
         return None
 
 
-def read_checkpoint_manifest(folder: str | Path) -> dict:
+def read_checkpoint_manifest(folder: str | Path) -> Manifest:
     """The unlearn.json of an encoder checkpoint (concepts, base_model, ...), checked by the one reader."""
     return read_manifest(Path(folder).expanduser())
 
@@ -135,9 +135,9 @@ def resolve_config(config: EvalConfig) -> EvalConfig:
     if config.videos is None and config.text_encoder is not None:
         manifest = read_checkpoint_manifest(config.text_encoder)
         if config.model is None:
-            config.model = str(manifest.get("base_model", "tinyworld"))
+            config.model = manifest.base_model or "tinyworld"
         if not config.concepts:
-            config.concepts = [str(c) for c in manifest["concepts"]]
+            config.concepts = list(manifest.concepts)
     if config.model is None:
         config.model = "tinyworld"
     if not config.concepts:

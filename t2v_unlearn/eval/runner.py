@@ -72,7 +72,7 @@ class GenerationConfig:
 def encoder_tag(encoder_path: str) -> str:
     """A short content tag of an encoder checkpoint, so samples of different checkpoints never share a path."""
     if (Path(encoder_path) / "unlearn.json").is_file():
-        fingerprint = read_manifest(encoder_path).get("unlearned_fingerprint")
+        fingerprint = read_manifest(encoder_path).unlearned_fingerprint
         if fingerprint:
             return str(fingerprint)[:12]
     return hashlib.sha256(str(Path(encoder_path).resolve()).encode()).hexdigest()[:12]

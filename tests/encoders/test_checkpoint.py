@@ -1,4 +1,6 @@
+import dataclasses
 import json
+import re
 import shutil
 
 import pytest
@@ -10,6 +12,7 @@ from transformers import CLIPTextConfig, CLIPTextModel
 from t2v_unlearn.encoders import (
     CheckpointError,
     EraseConfig,
+    Manifest,
     erase_concept,
     load_pipeline,
     load_text_encoder,
@@ -114,7 +117,7 @@ def _manifest_copy(folder, tmp_path, **changes):
 
 def test_architecture_mismatch_is_refused_even_with_force(erased, image_pipe, tmp_path):
     _, folder = erased
-    arch = read_manifest(folder)["base_architecture"] | {"hidden_size": 768, "num_hidden_layers": 12}
+    arch = read_manifest(folder).base_architecture | {"hidden_size": 768, "num_hidden_layers": 12}
     edited = _manifest_copy(folder, tmp_path, base_architecture=arch)
     for force in (False, True):
         with pytest.raises(CheckpointError, match="hidden_size 768 vs 128"):
@@ -123,7 +126,7 @@ def test_architecture_mismatch_is_refused_even_with_force(erased, image_pipe, tm
 
 def test_sd1_encoder_into_sd2_sized_base_names_the_reason(erased, image_pipe):
     _, folder = erased
-    manifest = read_manifest(folder) | {"base_architecture": {"hidden_size": 768}}
+    manifest = dataclasses.replace(read_manifest(folder), base_architecture={"hidden_size": 768})
     config = CLIPTextConfig(vocab_size=50, hidden_size=1024, intermediate_size=32, num_hidden_layers=1,
                             num_attention_heads=2, max_position_embeddings=77)  # fmt: skip
     with pytest.raises(CheckpointError, match="SD 1.x"):
@@ -198,6 +201,80 @@ def test_a_manifest_of_the_wrong_shape_is_one_clear_error(erased, tmp_path, chan
         read_manifest(broken)
 
 
+def test_the_manifest_reads_back_as_written_with_its_extra_keys(erased, tmp_path):
+    _, folder = erased
+    raw = json.loads((folder / "unlearn.json").read_text())
+    manifest = read_manifest(folder)
+    assert manifest.to_dict() == raw  # the file's shape: the same keys and values, nothing added
+    assert manifest.concepts == ["zorbo"] and manifest.lora_fingerprint is None and "lora_fingerprint" not in raw
+    extended = dataclasses.replace(manifest, extra={"erase_efficacy": {"variant": "fast", "m_score": 0.25}})
+    assert Manifest.from_dict(extended.to_dict(), "x") == extended
+    assert extended.to_dict()["erase_efficacy"] == {"variant": "fast", "m_score": 0.25}  # at the top level
+    copy = tmp_path / "extended"
+    shutil.copytree(folder, copy)
+    (copy / "unlearn.json").write_text(json.dumps(extended.to_dict(), indent=2, sort_keys=True))
+    assert read_manifest(copy) == extended
+
+
+def test_save_checkpoint_keeps_extra_keys_and_refuses_ones_that_shadow_fields(erased, image_pipe, tmp_path):
+    result, _ = erased
+
+    def save(out, extra):
+        return save_checkpoint(out, result, image_pipe.text_encoder, image_pipe.tokenizer, EraseConfig(**FAST),
+                               "tinyworld", {}, extra=extra)  # fmt: skip
+
+    manifest = read_manifest(save(tmp_path / "ckpt", {"process_seconds": 1.5}))
+    assert manifest.extra == {"process_seconds": 1.5} and manifest.to_dict()["process_seconds"] == 1.5
+    with pytest.raises(ValueError, match=r"\['steps'\]"):
+        save(tmp_path / "clash", {"steps": 99})
+    assert not (tmp_path / "clash").exists()
+
+
+def _minimal_manifest(**changes) -> dict:
+    """unlearn.json as an older version (or a hand) wrote it: only the fields loading checks."""
+    data = {"concepts": ["zorbo"], "base_fingerprint": "a" * 64, "tokenizer_fingerprint": "b" * 64,
+            "base_architecture": {"hidden_size": 128}}  # fmt: skip
+    return {**data, **changes}
+
+
+def test_a_manifest_without_optional_fields_reads_with_the_defaults(erased, image_pipe, tmp_path):
+    manifest = Manifest.from_dict(_minimal_manifest(base_model=None), "x")
+    assert manifest.unlearned_fingerprint is None and manifest.base_model is None and manifest.steps is None
+    assert manifest.changed_tensors is None and manifest.config == {} and manifest.timings == {}
+    written = manifest.to_dict()  # fields not recorded stay out, rather than being written as null
+    assert not {"unlearned_fingerprint", "base_model", "steps", "lora_fingerprint"} & set(written)
+    assert Manifest.from_dict(written, "x") == manifest
+    # a real checkpoint from before unlearned_fingerprint was recorded: loads, its weights simply not checked
+    _, folder = erased
+    raw = json.loads((folder / "unlearn.json").read_text())
+    older = tmp_path / "older"
+    shutil.copytree(folder, older)
+    (older / "unlearn.json").write_text(json.dumps({k: v for k, v in raw.items() if k != "unlearned_fingerprint"}))
+    assert read_manifest(older).unlearned_fingerprint is None
+    assert load_text_encoder(older, image_pipe.text_encoder, image_pipe.tokenizer) is not None
+
+
+@pytest.mark.parametrize(
+    ("change", "words"),
+    [
+        ({"steps": "ten"}, "'steps' must be an integer"),
+        ({"steps": True}, "'steps' must be an integer"),
+        ({"concepts": "zorbo"}, "'concepts' must be a non-empty list of names"),
+        ({"base_model": 3}, "'base_model' must be a string"),
+        ({"base_fingerprint": None}, "'base_fingerprint' must be a string"),
+        ({"changed_tensors": ["a", 1]}, "'changed_tensors' must be a list of names"),
+        ({"timings": [1.0]}, "'timings' must be an object"),
+        ({"history": {}}, "'history' must be a list"),
+    ],
+)
+def test_a_field_of_the_wrong_type_is_refused_naming_the_file(tmp_path, change, words):
+    folder = tmp_path / "ckpt"
+    folder.mkdir()
+    (folder / "unlearn.json").write_text(json.dumps(_minimal_manifest(**change)))
+    with pytest.raises(CheckpointError, match=re.escape(f"{folder / 'unlearn.json'}: {words}; re-run")):
+        read_manifest(folder)
+
+
 def test_existing_output_is_refused(erased, image_pipe):
     result, folder = erased
     with pytest.raises(FileExistsError, match="--overwrite"):
@@ -233,11 +310,11 @@ def test_half_precision_checkpoint_is_half_the_size_and_loads_the_same_way(erase
     half = save_checkpoint(tmp_path / "half", result, image_pipe.text_encoder, image_pipe.tokenizer,
                            EraseConfig(**FAST), "tinyworld", {}, dtype=torch.float16)  # fmt: skip
     manifest, full_manifest = read_manifest(half), read_manifest(folder)
-    assert manifest["saved_dtype"] == "float16" and full_manifest["saved_dtype"] == "float32"
+    assert manifest.saved_dtype == "float16" and full_manifest.saved_dtype == "float32"
     for form in ("full_bytes", "compact_bytes"):
-        assert manifest["sizes"][form] < 0.6 * full_manifest["sizes"][form]
+        assert manifest.sizes[form] < 0.6 * full_manifest.sizes[form]
     plain = CLIPTextModel.from_pretrained(half, subfolder="text_encoder")
-    assert plain.dtype == torch.float16 and encoder_fingerprint(plain) == manifest["unlearned_fingerprint"]
+    assert plain.dtype == torch.float16 and encoder_fingerprint(plain) == manifest.unlearned_fingerprint
     loaded = load_text_encoder(half, image_pipe.text_encoder, image_pipe.tokenizer)
     exact = _hidden(result.text_encoder, image_pipe.tokenizer)
     assert torch.allclose(_hidden(loaded, image_pipe.tokenizer), exact, atol=2e-2 * exact.abs().max().item())
@@ -294,7 +371,7 @@ def test_an_altered_lora_patch_is_refused_unless_forced(erased_lora, image_pipe,
     shutil.copytree(folder, only_lora)
     shutil.rmtree(only_lora / "text_encoder")
     (only_lora / COMPACT_FILE).unlink()
-    assert read_manifest(only_lora)["lora_fingerprint"]
+    assert read_manifest(only_lora).lora_fingerprint
     load_text_encoder(only_lora, image_pipe.text_encoder, image_pipe.tokenizer)  # untouched: accepted
     _tamper(only_lora / "lora" / "pytorch_lora_weights.safetensors", "random")
     with pytest.raises(CheckpointError, match="lora_fingerprint.*--force"):
