@@ -64,12 +64,24 @@ def _replace_word(prompt: str, word: str, replacement: str) -> str:
     return _word(word).sub(lambda _: replacement, prompt)
 
 
+# the name outside any template, in sentences of the method's own (none is an evaluation attack's template), so that
+# erasing does not hold only inside the caption templates it trained on
+FRAMES = ("{c}", "an image of {c}", "{c}, small", "a picture that shows {c}")
+SYNONYM_CONTEXTS = 3  # contexts each synonym is trained in
+
+
 def training_prompts(name: str, prompts: tuple[str, ...], synonyms: tuple[str, ...], seed: int = 0) -> tuple[str, ...]:
-    """The concept's prompts, then the same contexts with its synonyms and spelling variants in its place."""
+    """The concept's prompts; the same contexts with each synonym (in several) and each spelling variant (in one) in
+    its place; then the name and its synonyms in `FRAMES`."""
     out = list(prompts)
-    others = [*synonyms, *spelling_variants(name, seed=seed)]
-    for i, other in enumerate(others):
-        out.append(_replace_word(prompts[i % len(prompts)], name, other))
+    stride = max(1, len(prompts) // SYNONYM_CONTEXTS)
+    for i, synonym in enumerate(synonyms):
+        out += [
+            _replace_word(prompts[(i + k * stride) % len(prompts)], name, synonym) for k in range(SYNONYM_CONTEXTS)
+        ]
+    for i, variant in enumerate(spelling_variants(name, seed=seed), start=len(synonyms)):
+        out.append(_replace_word(prompts[i % len(prompts)], name, variant))
+    out += [frame.format(c=word) for word in (name, *synonyms) for frame in FRAMES]
     return tuple(dict.fromkeys(out))
 
 
