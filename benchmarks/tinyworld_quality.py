@@ -149,6 +149,30 @@ def generation_speed(image_pipe, video_pipe, steps: int) -> dict:
     return {"image_seconds": round(image, 3), "video_seconds": round(time.perf_counter() - start, 3), "steps": steps}
 
 
+def video_only(args) -> None:
+    """Video hit rates and motion of one video pipeline (e.g. AnimateDiff's), under the same plan as `main`'s."""
+    start = time.perf_counter()
+    detector = load_detector(args.detector)
+    weights = Path(args.weights) if args.weights else None
+    model = args.video_model or (weights / "video" if weights else "tinyworld")
+    video_pipe = load_pipeline("video", model, progress=False)
+    result = {"weights": str(weights or "shipped"), "video_model": str(model),
+              "pipeline": type(video_pipe).__name__, "sampler": {"name": args.sampler, "steps": args.steps},
+              "machine": f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} threads, "
+                         f"torch {torch.__version__}"}  # fmt: skip
+    with sampler(video_pipe, args.sampler):
+        result["video"], _ = hit_rates(detector, video_pipe, "video", args.templates, args.video_seeds, args.steps)
+    change, direction = rendered_motion()
+    result["video"]["rendered_mean_abs_frame_difference"] = change
+    result["video"]["rendered_direction_recognised"] = direction
+    result["seconds"] = round(time.perf_counter() - start, 1)
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(result, indent=2, sort_keys=True) + "\n")
+    print(json.dumps(result["video"]["by_category"]), result["video"]["mean_abs_frame_difference"],
+          result["video"].get("direction_recognised"))  # fmt: skip
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--held-out", type=int, default=1000)
@@ -163,14 +187,19 @@ def main():
     parser.add_argument("--weights", help="a TinyWorld weights folder (image/, video/) to measure instead of the "
                         "shipped one, e.g. a training run's export")  # fmt: skip
     parser.add_argument("--image-only", action="store_true", help="images only: no video, motion or speed figures")
+    parser.add_argument("--video-model", help="the video pipeline to measure (default: the weights' video/), e.g. "
+                        "tinyworld-animatediff")  # fmt: skip
+    parser.add_argument("--video-only", action="store_true", help="video hit rates and motion only (--video-model)")
     args = parser.parse_args()
+    if args.video_only:
+        return video_only(args)
 
     start = time.perf_counter()
     detector = load_detector(args.detector)
     weights = Path(args.weights) if args.weights else None
     image_pipe = load_pipeline("image", weights / "image" if weights else "tinyworld", progress=False)
-    video_pipe = None if args.image_only else load_pipeline("video", weights / "video" if weights else "tinyworld",
-                                                             progress=False)  # fmt: skip
+    video_model = args.video_model or (weights / "video" if weights else "tinyworld")
+    video_pipe = None if args.image_only else load_pipeline("video", video_model, progress=False)
     result = {
         "weights": str(weights or "shipped"),
         "machine": f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} threads, "

@@ -32,7 +32,8 @@ def dtype_from(name: str) -> torch.dtype:
 
 def add_model_arguments(parser: argparse.ArgumentParser, model_default: str | None = "tinyworld") -> None:
     parser.add_argument("--model", default=model_default,
-                        help="'tinyworld' (default), a registered base name, or a local diffusers folder")  # fmt: skip
+                        help="'tinyworld' (default), 'tinyworld-animatediff' (video: TinyWorld's image model "
+                             "animated by AnimateDiff), a registered base, or a local diffusers folder")  # fmt: skip
     parser.add_argument("--device", default="auto", help="cpu, cuda, cuda:N, or auto (default: cuda if present)")
     parser.add_argument("--dtype", default="float32", choices=DTYPES, help="weights dtype of the frozen models")
     parser.add_argument("--offload", action="store_true",

@@ -119,7 +119,7 @@ def run(args: argparse.Namespace) -> int:
         message = error.args[0] if isinstance(error, KeyError) and error.args else error
         print(f"t2v-unlearn eval: error: {message}", file=sys.stderr)
         return 2
-    for kind in ("image", "video", "video_mp4"):
+    for kind in ("image", "video", "video_mp4", "animatediff"):
         if kind in metrics:
             m = metrics[kind]
             line = ", ".join(f"{k} {_short(m[k])}" for k in ("erasure", "retention", "harmonic_mean"))

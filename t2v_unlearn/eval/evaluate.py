@@ -16,11 +16,14 @@ from tqdm.auto import tqdm
 
 from ..encoders.checkpoint import Manifest, read_manifest
 from ..pipelines.generate import SAMPLERS, sampler
+from ..pipelines.load import TINYWORLD_ANIMATEDIFF
+from ..pipelines.registry import TINYWORLD_ANIMATEDIFF_MODEL, TINYWORLD_MODEL, model_entry
 from . import metrics as M
 from .attacks import ATTACKS, PROMPT_ATTACKS, attack_concept, attack_prompts, base_concept, parse_attacks
 from .detector import load_detector
 from .runner import (
     ORIGINAL,
+    PIPELINE_KIND,
     UNLEARNED,
     GenerationConfig,
     Row,
@@ -32,7 +35,7 @@ from .runner import (
 )
 from .suites import Suite, SuiteConcept, load_suite, suite_for_model
 
-KIND_CHOICES = ("image", "video", "both")
+KIND_CHOICES = ("image", "video", "animatediff", "both", "all")  # both: image and video; all: the three
 
 
 @dataclass
@@ -51,7 +54,16 @@ class EvalConfig:
         metadata={"help": "video pipeline when --model is an image one (e.g. ModelScope for SD 2.1)",
                   "metavar": "NAME|FOLDER"},
     )  # fmt: skip
-    kind: str = field(default="both", metadata={"help": "image, video or both"})
+    kind: str = field(
+        default="both",
+        metadata={"help": "image, video (ModelScope-style), animatediff (AnimateDiff video), both (image and video) "
+                          "or all (the three pipelines in one report)"},
+    )  # fmt: skip
+    animatediff_model: str | None = field(
+        default=None,
+        metadata={"help": "AnimateDiff pipeline for --kind animatediff/all; default for TinyWorld: "
+                          "tinyworld-animatediff", "metavar": "NAME|FOLDER"},
+    )  # fmt: skip
     suite: str | None = field(
         default=None,
         metadata={"help": "suite name (tinyworld, sd2) or JSON file; default by model", "metavar": "NAME|FILE"},
@@ -100,6 +112,13 @@ class EvalConfig:
         """The pipeline of one kind: --video-model for videos when given; TinyWorld-style folders hold both."""
         if kind == "video" and self.video_model is not None:
             return self.video_model
+        if kind == "animatediff":
+            if self.animatediff_model is not None:
+                return self.animatediff_model
+            if model_entry(self.model) in (TINYWORLD_MODEL, TINYWORLD_ANIMATEDIFF_MODEL):
+                return TINYWORLD_ANIMATEDIFF
+            raise ValueError(f"--kind {self.kind} needs --animatediff-model: an AnimateDiffPipeline folder whose text "
+                             f"encoder is {self.model}'s (e.g. SD 1.5 with a motion adapter)")  # fmt: skip
         path = Path(str(self.model)).expanduser()
         sibling = path.parent / kind
         if path.name in ("image", "video") and path.name != kind and (sibling / "model_index.json").is_file():
@@ -109,7 +128,7 @@ class EvalConfig:
     def kinds(self) -> list[str]:
         if self.kind not in KIND_CHOICES:
             raise ValueError(f"kind must be one of {KIND_CHOICES}, got {self.kind!r}")
-        return ["image", "video"] if self.kind == "both" else [self.kind]
+        return {"both": ["image", "video"], "all": ["image", "video", "animatediff"]}.get(self.kind, [self.kind])
 
 
 def correction_target(config: EvalConfig, suite: Suite) -> str | None:
@@ -404,7 +423,7 @@ def evaluate(config: EvalConfig, root: Path, gallery_concepts: int = 2) -> tuple
     plans, rows = {}, []
     attack_plan = {}
     for kind in config.kinds():
-        concepts, prompts, seeds = suite.plan(targets, quick=config.quick, kind=kind)
+        concepts, prompts, seeds = suite.plan(targets, quick=config.quick, kind=PIPELINE_KIND[kind])
         plans[kind] = (concepts, prompts, [config.seed + s for s in seeds])
         rows += make_rows(kind, config.model_for(kind), encoders, prompts, plans[kind][2])
         count = len(next(iter(prompts.values())))
@@ -507,7 +526,7 @@ def embedding_attack_metrics(config: EvalConfig, suite: Suite, targets: list[str
                 pipes[encoder]
                 if kind == "image"
                 else load_pipeline(
-                    "video", config.model_for("video"), device=config.device, progress=False, text_encoder=path
+                    "video", config.model_for(kind), device=config.device, progress=False, text_encoder=path
                 )
             )
             pipe.set_progress_bar_config(disable=True)
@@ -518,7 +537,7 @@ def embedding_attack_metrics(config: EvalConfig, suite: Suite, targets: list[str
                     samples = generate_attacked(pipe, pipe.text_encoder, target, offsets[(encoder, target)],
                                                 [p for p in prompts[target] for _ in seeds],
                                                 seeds * len(prompts[target]), config.steps, config.guidance,
-                                                config.num_frames if kind == "video" else None)  # fmt: skip
+                                                config.num_frames if kind != "image" else None)  # fmt: skip
                 hits, _ = score_frames(detector, entry, suite.detector_templates[entry.category], list(samples),
                                        config.frames_scored)  # fmt: skip
                 rates.append(np.array([M.video_frame_rate(h) for h in hits]).reshape(len(prompts[target]), len(seeds)))

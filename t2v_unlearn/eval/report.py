@@ -106,7 +106,8 @@ DECODED_NOTE = (
     "<p>“videos (decoded mp4)” scores the same generated videos after an H.264 round trip (crf 18), as a viewer "
     "of the files would see them; the other columns score the lossless frames.</p>"
 )
-KIND_TITLES = {"image": "images", "video": "videos", "video_mp4": "videos (decoded mp4)"}
+KIND_TITLES = {"image": "images", "video": "videos", "video_mp4": "videos (decoded mp4)",
+               "animatediff": "AnimateDiff videos"}  # fmt: skip
 
 
 def _headline_table(metrics: dict, kinds: list[str]) -> str:
@@ -247,7 +248,7 @@ def _frame_plot(kind_metrics: dict) -> str:
 
 def render_report(metrics: dict, gallery: dict[str, list[dict]]) -> str:
     """The report as one HTML string."""
-    kinds = [k for k in ("image", "video", "video_mp4") if k in metrics]
+    kinds = [k for k in ("image", "video", "video_mp4", "animatediff") if k in metrics]
     targets = ", ".join(metrics.get("targets", []))
     source = metrics.get("text_encoder") or metrics.get("videos") or ""
     parts = [
@@ -277,7 +278,7 @@ def render_report(metrics: dict, gallery: dict[str, list[dict]]) -> str:
                          "there and those concepts are left out of retention.</p>")  # fmt: skip
         parts.append(_concept_table(metrics[kind]))
         parts.append(_floor_table(metrics[kind]))
-        animated = kind == "video"
+        animated = kind in ("video", "animatediff")
         parts.append(f"<h3>{'Side-by-side GIFs' if animated else 'Before / after'}: same prompts and seeds</h3>")
         parts.append(_gallery(gallery.get(kind, []), animated))
         if animated:

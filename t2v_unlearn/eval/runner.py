@@ -101,6 +101,10 @@ def make_rows(
     ]
 
 
+# an evaluated kind -> the pipeline kind that generates it; "animatediff" is a second video family (AnimateDiff)
+PIPELINE_KIND = {"image": "image", "video": "video", "animatediff": "video"}
+
+
 def model_for_kind(model: str, kind: str) -> str:
     """A folder holding `image/` and `video/` pipelines (like TinyWorld's weights) stands for both kinds."""
     path = Path(model).expanduser()
@@ -147,6 +151,7 @@ def generate_rows(
     bar = tqdm(total=len(todo), desc="generating", unit="sample", disable=not config.progress or not todo)
     for (kind, model, encoder_path), group in groups.items():
         # 1. load the pipeline with the encoder swapped in
+        kind = PIPELINE_KIND[kind]
         pipe = load(
             kind, model=model_for_kind(model, kind), text_encoder=encoder_path, device=config.device, progress=False
         )

@@ -1,9 +1,11 @@
 """One way to get a ready diffusers pipeline: `load_pipeline(kind, model, text_encoder=...)`.
 
-`model` is `tinyworld` (the embedded default), a registered base name (see `pipelines/registry.py`) or a
-local diffusers folder. `text_encoder` is a loaded encoder, or a function that makes one from the pipeline's
-own encoder and tokenizer; `t2v_unlearn.encoders.load_pipeline` passes one that reads an encoder checkpoint
-from `t2v-unlearn erase` and checks that it fits (this layer knows nothing of checkpoints).
+`model` is `tinyworld` (the embedded default), `tinyworld-animatediff` (TinyWorld's image model animated by
+AnimateDiff's motion modules, video only), a registered base name (see `pipelines/registry.py`) or a local
+diffusers folder. A video pipeline is a `TextToVideoSDPipeline` (ModelScope-style) or an `AnimateDiffPipeline`.
+`text_encoder` is a loaded encoder, or a function that makes one from the pipeline's own encoder and tokenizer;
+`t2v_unlearn.encoders.load_pipeline` passes one that reads an encoder checkpoint from `t2v-unlearn erase` and
+checks that it fits (this layer knows nothing of checkpoints).
 """
 
 from __future__ import annotations
@@ -15,11 +17,16 @@ from collections.abc import Callable
 from pathlib import Path
 
 import torch
-from diffusers import DiffusionPipeline, StableDiffusionPipeline, TextToVideoSDPipeline
+from diffusers import AnimateDiffPipeline, DiffusionPipeline, StableDiffusionPipeline, TextToVideoSDPipeline
 
 TINYWORLD = "tinyworld"
+TINYWORLD_ANIMATEDIFF = "tinyworld-animatediff"
 WEIGHTS_DIR = Path(__file__).resolve().parent.parent / "tinyworld" / "weights"
-PIPELINE_CLASSES = {"image": StableDiffusionPipeline, "video": TextToVideoSDPipeline}
+# the pipeline classes each kind accepts, the first its default
+PIPELINE_CLASSES = {
+    "image": (StableDiffusionPipeline,),
+    "video": (TextToVideoSDPipeline, AnimateDiffPipeline),
+}
 KINDS = tuple(PIPELINE_CLASSES)
 
 
@@ -28,7 +35,7 @@ class ModelNotFoundError(FileNotFoundError):
 
 
 def tinyworld_path(component: str) -> Path:
-    """The folder of a shipped TinyWorld model: `image`, `video` or `evaluator`."""
+    """The folder of a shipped TinyWorld model: `image`, `video`, `animatediff`, `evaluator` or `classifier`."""
     path = WEIGHTS_DIR / component
     if not path.is_dir():
         raise ModelNotFoundError(
@@ -44,6 +51,11 @@ def resolve_model(model: str | Path, kind: str) -> Path:
         raise ValueError(f"kind must be one of {KINDS}, got {kind!r}")
     if str(model) == TINYWORLD:
         return tinyworld_path(kind)
+    if str(model) == TINYWORLD_ANIMATEDIFF:
+        if kind != "video":
+            raise ModelNotFoundError(f"{TINYWORLD_ANIMATEDIFF} is a video model (AnimateDiff); for images use "
+                                     f"--model {TINYWORLD}, whose image UNet it animates")  # fmt: skip
+        return tinyworld_path("animatediff")
     path = Path(model).expanduser()
     if path.is_dir():
         if not (path / "model_index.json").is_file():
@@ -56,7 +68,7 @@ def resolve_model(model: str | Path, kind: str) -> Path:
         return resolved
     raise ModelNotFoundError(
         f"model {str(model)!r} is neither 'tinyworld', a registered base name, nor an existing folder; "
-        "pass a local diffusers pipeline folder or see `t2v-unlearn inspect --help`"
+        f"pass '{TINYWORLD_ANIMATEDIFF}', a local diffusers pipeline folder, or see `t2v-unlearn inspect --help`"
     )
 
 
@@ -77,11 +89,11 @@ def load_pipeline(
     offload: bool = False,
     vae_slicing: bool = False,
 ) -> DiffusionPipeline:
-    """Load an image (`StableDiffusionPipeline`) or video (`TextToVideoSDPipeline`) pipeline.
+    """Load an image (`StableDiffusionPipeline`) or video (`TextToVideoSDPipeline`, `AnimateDiffPipeline`) pipeline.
 
     Args:
         kind: "image" or "video".
-        model: "tinyworld", a registered base name, or a local diffusers folder.
+        model: "tinyworld", "tinyworld-animatediff" (video), a registered base name, or a local diffusers folder.
         text_encoder: an encoder to use instead of the pipeline's, or a function of (the pipeline's encoder, its
             tokenizer) that returns one. For an encoder checkpoint folder use `t2v_unlearn.encoders.load_pipeline`.
         offload: on a GPU, keep each model in CPU memory until its turn (diffusers' model CPU offload, through
@@ -89,13 +101,15 @@ def load_pipeline(
         vae_slicing: decode one image, or one video frame, at a time: less memory for the same output.
     """
     path = resolve_model(model, kind)
-    cls = PIPELINE_CLASSES[kind]
     found = pipeline_class_name(path)
-    if found != cls.__name__:
+    classes = {c.__name__: c for c in PIPELINE_CLASSES[kind]}
+    if found not in classes:
+        other = "video" if kind == "image" else "image"
         raise ValueError(
-            f"{path} holds a {found}, but a {kind} pipeline needs a {cls.__name__} folder; "
-            f"pass --kind {'video' if kind == 'image' else 'image'} or another --model"
+            f"{path} holds a {found}, but a {kind} pipeline needs a {' or '.join(classes)} folder; "
+            f"pass --kind {other} or another --model"
         )
+    cls = classes[found]
     with warnings.catch_warnings(), _quiet_loading():
         warnings.simplefilter("ignore", FutureWarning)
         pipe = cls.from_pretrained(path, dtype=dtype)

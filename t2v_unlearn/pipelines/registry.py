@@ -23,7 +23,7 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .load import KINDS, TINYWORLD, ModelNotFoundError, tinyworld_path
+from .load import KINDS, TINYWORLD, TINYWORLD_ANIMATEDIFF, ModelNotFoundError, tinyworld_path
 
 # --- the published configs -------------------------------------------------------------------------------------
 
@@ -188,15 +188,21 @@ TINYWORLD_CONVENTIONS = Conventions(prompts="tinyworld", suite="tinyworld")
 
 @dataclass(frozen=True)
 class ShippedModel:
-    """A model family shipped inside the package (TinyWorld): one pipeline folder per kind."""
+    """A model shipped inside the package (TinyWorld's): one pipeline folder per kind it serves."""
 
     name: str
-    kinds: tuple[str, ...]
+    folders: dict[str, str]  # kind -> the folder under tinyworld/weights
     conventions: Conventions
 
+    @property
+    def kinds(self) -> tuple[str, ...]:
+        return tuple(self.folders)
+
     def folder(self, kind: str) -> Path:
-        """The shipped pipeline folder of `kind` ("image" or "video"), or the evaluator/classifier folder."""
-        return tinyworld_path(kind)
+        """The shipped pipeline folder of `kind` ("image" or "video")."""
+        if kind not in self.folders:
+            raise RegistryError(f"{self.name} serves {' and '.join(self.kinds)} only, not {kind}")
+        return tinyworld_path(self.folders[kind])
 
 
 @dataclass(frozen=True)
@@ -329,9 +335,15 @@ REGISTRY: dict[str, RegisteredBase] = {
     )
 }
 
-TINYWORLD_MODEL = ShippedModel(TINYWORLD, KINDS, TINYWORLD_CONVENTIONS)
-# every model the tool knows by name: TinyWorld and the real bases
-MODELS: dict[str, ShippedModel | RegisteredBase] = {TINYWORLD: TINYWORLD_MODEL, **REGISTRY}
+TINYWORLD_MODEL = ShippedModel(TINYWORLD, {"image": "image", "video": "video"}, TINYWORLD_CONVENTIONS)
+# TinyWorld's image model animated by AnimateDiff's motion modules: the same encoder, a second video family
+TINYWORLD_ANIMATEDIFF_MODEL = ShippedModel(TINYWORLD_ANIMATEDIFF, {"video": "animatediff"}, TINYWORLD_CONVENTIONS)
+# every model the tool knows by name: TinyWorld's and the real bases
+MODELS: dict[str, ShippedModel | RegisteredBase] = {
+    TINYWORLD: TINYWORLD_MODEL,
+    TINYWORLD_ANIMATEDIFF: TINYWORLD_ANIMATEDIFF_MODEL,
+    **REGISTRY,
+}
 
 
 def model_entry(model) -> ShippedModel | RegisteredBase | None:

@@ -1,15 +1,17 @@
 """The TinyWorld model family: the real diffusers/transformers classes at tiny sizes.
 
-One text encoder and one VAE are shared by an image UNet (`UNet2DConditionModel`) and a video UNet
-(`UNet3DConditionModel`, initialised from the image UNet as ModelScope was from Stable Diffusion),
-plus an independent `CLIPModel` that serves as the evaluator. Sizes were picked from the costs in
+One text encoder and one VAE are shared by an image UNet (`UNet2DConditionModel`), a video UNet
+(`UNet3DConditionModel`, initialised from the image UNet as ModelScope was from Stable Diffusion) and
+AnimateDiff's motion modules (`MotionAdapter`) for the image UNet, plus an independent `CLIPModel` that serves as
+the evaluator. Sizes were picked from the costs in
 shared/TECH-NOTES.md so that all stages train in about an hour on a 2-core CPU.
 """
 
 from __future__ import annotations
 
 import torch
-from diffusers import AutoencoderKL, DDIMScheduler, UNet2DConditionModel, UNet3DConditionModel
+from diffusers import AutoencoderKL, DDIMScheduler, MotionAdapter, UNet2DConditionModel, UNet3DConditionModel
+from diffusers.models.unets.unet_motion_model import AnimateDiffTransformer3D
 from transformers import CLIPConfig, CLIPModel, CLIPTextConfig, CLIPTextModel, CLIPTokenizer, CLIPVisionConfig
 
 LATENT_SIZE = 16
@@ -102,6 +104,26 @@ def unet3d_from_unet2d(unet2d: UNet2DConditionModel) -> UNet3DConditionModel:
                 module.weight.zero_()
                 module.bias.zero_()
     return unet3d
+
+
+def make_motion_adapter() -> MotionAdapter:
+    """AnimateDiff's motion modules at TinyWorld's size: one temporal transformer per layer of the image UNet (and
+    one in its mid block), heads `HEAD_WIDTH` wide; their output projections start at zero, as AnimateDiff's do,
+    so the animated UNet starts as the image UNet applied frame by frame."""
+    adapter = MotionAdapter(
+        block_out_channels=UNET_CHANNELS,
+        motion_layers_per_block=UNET_LAYERS_PER_BLOCK,
+        motion_num_attention_heads=tuple(c // HEAD_WIDTH for c in UNET_CHANNELS),
+        motion_norm_num_groups=32,
+        motion_max_seq_length=32,
+        use_motion_mid_block=True,
+    )
+    with torch.no_grad():
+        for module in adapter.modules():
+            if isinstance(module, AnimateDiffTransformer3D):
+                module.proj_out.weight.zero_()
+                module.proj_out.bias.zero_()
+    return adapter
 
 
 def make_scheduler() -> DDIMScheduler:

@@ -3,7 +3,8 @@
     python -m t2v_unlearn.tinyworld.train --work runs/tinyworld --out t2v_unlearn/tinyworld/weights
 
 Stages, in order: tokenizer, evaluator, vae, image (text encoder + image UNet, jointly), video (video UNet
-from the image UNet, with the text encoder frozen), export (pipeline folders, fp16 safetensors). Every
+from the image UNet, with the text encoder frozen), motion (AnimateDiff's motion adapter for the frozen image
+UNet), export (pipeline folders, fp16 safetensors). Every
 stage is seeded and writes checkpoints under `--work`; run the same command again to resume where it
 stopped. Data is rendered on the fly from a per-step seed, so a resumed run sees the same batches.
 """
@@ -34,7 +35,7 @@ from .render import LANGUAGE_V1, LANGUAGE_V2, RESOLUTION, caption, frame_scene, 
 from .taxonomy import load_taxonomy
 from .tokenizer import build_tokenizer
 
-STAGES = ("tokenizer", "vae", "image", "evaluator", "classifier", "video", "export")
+STAGES = ("tokenizer", "vae", "image", "evaluator", "classifier", "video", "motion", "export")
 
 
 # --- data --------------------------------------------------------------------------------------------------
@@ -533,14 +534,63 @@ def stage_video(args, tokenizer, record):
     save_module(unet, work / "video" / "unet")
 
 
+def stage_motion(args, tokenizer, record):
+    """AnimateDiff's motion adapter for the frozen image UNet, on the video stage's data (AnimateDiff's recipe: only
+    the motion modules train)."""
+    from diffusers import AutoencoderKL, MotionAdapter, UNet2DConditionModel, UNetMotionModel
+
+    torch.manual_seed(args.seed + 6)
+    work = Path(args.work)
+    vae = AutoencoderKL.from_pretrained(work / "vae" / "final").to(args.device).eval()
+    text_encoder = CLIPTextModel.from_pretrained(work / "image" / "text_encoder").to(args.device).eval()
+    text_encoder.requires_grad_(False)
+    earlier = Path(args.init_from or "") / "animatediff" / "motion_adapter"
+    if args.init_from and earlier.is_dir():
+        adapter = MotionAdapter.from_pretrained(earlier, dtype=torch.float32)
+        print(f"[motion] warm start from {earlier}")
+    else:
+        adapter = models.make_motion_adapter()
+    unet = UNetMotionModel.from_unet2d(UNet2DConditionModel.from_pretrained(work / "image" / "unet"), adapter)
+    unet.freeze_unet2d_params()
+    unet = unet.to(args.device)
+    scheduler = models.make_scheduler()
+    trainer = Trainer("motion", args.work, {"unet": unet}, unet.parameters(), args.motion_steps, args.motion_lr,
+                      checkpoint_every=100, device=args.device)  # fmt: skip
+    generator = torch.Generator().manual_seed(args.seed + 6)
+    language = LANGUAGES[args.language]
+
+    def step(i):
+        pixels, captions = video_batch(41_000_000 + i, args.video_batch_size, language=language)
+        captions = ["" if torch.rand(1, generator=generator).item() < 0.1 else c for c in captions]
+        b, c, f, h, w = pixels.shape
+        frames = pixels.permute(0, 2, 1, 3, 4).reshape(b * f, c, h, w).to(args.device)
+        latents = _encode_latents(vae, frames)
+        latents = latents.reshape(b, f, *latents.shape[1:]).permute(0, 2, 1, 3, 4)
+        noise = torch.randn(latents.shape, generator=generator).to(args.device)
+        t = sample_timesteps(b, scheduler, generator, args.late_timestep_share).to(args.device)
+        noisy = scheduler.add_noise(latents, noise, t)
+        with torch.no_grad():  # AnimateDiffPipeline gives every frame its video's prompt
+            hidden = text_encoder(tokenize(tokenizer, captions).to(args.device))[0].repeat_interleave(f, 0)
+        pred = unet(noisy, t, hidden).sample
+        return diffusion_loss(pred, noise, t, scheduler, args.snr_gamma)
+
+    record["motion"] = trainer.run(step, log_every=10)
+    motion = {k: v for k, v in unet.state_dict().items() if "motion_modules" in k}
+    adapter.load_state_dict(motion)
+    save_module(adapter, work / "motion" / "adapter")
+
+
 def stage_export(args, tokenizer, record):
-    """Write the shipped folders: image and video pipelines (fp16 safetensors) and the evaluator."""
+    """Write the shipped folders: image, video and AnimateDiff pipelines (fp16 safetensors) and the evaluator."""
     from diffusers import (
+        AnimateDiffPipeline,
         AutoencoderKL,
+        MotionAdapter,
         StableDiffusionPipeline,
         TextToVideoSDPipeline,
         UNet2DConditionModel,
         UNet3DConditionModel,
+        UNetMotionModel,
     )
     from transformers import CLIPModel
 
@@ -570,6 +620,21 @@ def stage_export(args, tokenizer, record):
     shutil.rmtree(tmp, ignore_errors=True)
     image.save_pretrained(tmp / "image")
     video.save_pretrained(tmp / "video")
+    pipelines = ("image", "video")
+    if (work / "motion" / "adapter").is_dir():
+        # the image pipeline's components, its UNet with the motion modules in place (a UNetMotionModel), so the
+        # adapter is not stored twice; AnimateDiffPipeline takes no separate motion_adapter then
+        adapter = MotionAdapter.from_pretrained(work / "motion" / "adapter", dtype=half)
+        animatediff = AnimateDiffPipeline(
+            vae=vae,
+            text_encoder=text_encoder,
+            tokenizer=tokenizer,
+            unet=UNetMotionModel.from_unet2d(image.unet, adapter).to(half),
+            motion_adapter=None,
+            scheduler=scheduler,
+        )
+        animatediff.save_pretrained(tmp / "animatediff")
+        pipelines += ("animatediff",)
     copied = {stage for stage in ("evaluator", "classifier") if (work / stage / "COPIED").exists()}
     if "evaluator" in copied:  # an earlier evaluator, with the tokenizer its text tower was trained with
         shutil.copytree(work / "evaluator" / "final", tmp / "evaluator")
@@ -594,7 +659,7 @@ def stage_export(args, tokenizer, record):
         "resample": 3,
     }
     (tmp / "evaluator" / "preprocessor_config.json").write_text(json.dumps(preprocessor, indent=2) + "\n")
-    own = ("image/tokenizer", "video/tokenizer") + (() if "evaluator" in copied else ("evaluator",))
+    own = tuple(f"{p}/tokenizer" for p in pipelines) + (() if "evaluator" in copied else ("evaluator",))
     for folder in own:  # the slow tokenizer's files too
         for name in ("vocab.json", "merges.txt"):
             shutil.copy(work / "tokenizer" / name, tmp / folder / name)
@@ -662,6 +727,8 @@ class TrainConfig:
     image_steps: int = field(default=2500, metadata={"help": "steps of the image stage (text encoder + UNet)"})
     video_steps: int = field(default=500, metadata={"help": "steps of the video stage (video UNet)"})
     video_lr: float = field(default=3e-4, metadata={"help": "learning rate of the video UNet's temporal layers"})
+    motion_steps: int = field(default=300, metadata={"help": "steps of the motion stage (AnimateDiff's adapter)"})
+    motion_lr: float = field(default=3e-4, metadata={"help": "learning rate of the motion adapter"})
     image_lr: float = field(default=5e-4, metadata={"help": "learning rate of the image stage"})
     snr_gamma: float = field(
         default=5.0,
@@ -749,7 +816,8 @@ def main(argv=None):
         else:
             tokenizer = CLIPTokenizer.from_pretrained(work / "tokenizer")
             stage_functions = {"evaluator": stage_evaluator, "classifier": stage_classifier, "vae": stage_vae,
-                               "image": stage_image, "video": stage_video, "export": stage_export}  # fmt: skip
+                               "image": stage_image, "video": stage_video, "motion": stage_motion,
+                               "export": stage_export}  # fmt: skip
             stage_functions[stage](args, tokenizer, record)
         record.setdefault(stage, {})["wall_seconds"] = round(time.perf_counter() - start, 1)
         # stages may run in separate processes: merge into what is on disk rather than overwrite it

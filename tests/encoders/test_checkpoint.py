@@ -91,9 +91,11 @@ def test_swap_into_image_and_video_pipelines(erased):
     result, folder = erased
     image = load_pipeline("image", text_encoder=folder, progress=False)
     video = load_pipeline("video", text_encoder=folder, progress=False)
+    animated = load_pipeline("video", "tinyworld-animatediff", text_encoder=folder, progress=False)
     expected = _hidden(result.text_encoder, image.tokenizer)
-    assert torch.equal(_hidden(image.text_encoder, image.tokenizer), expected)
-    assert torch.equal(_hidden(video.text_encoder, video.tokenizer), expected)
+    assert type(animated).__name__ == "AnimateDiffPipeline"  # one checkpoint, three pipelines
+    for pipe in (image, video, animated):
+        assert torch.equal(_hidden(pipe.text_encoder, pipe.tokenizer), expected)
 
 
 def test_the_pipelines_layer_takes_encoders_not_checkpoint_folders(erased):

@@ -201,3 +201,51 @@ def test_eval_flags_come_from_evalconfig_and_a_saved_config_reruns(tmp_path):
     assert config_from_args(parser.parse_args(["--config", str(tmp_path), "--seed", "3", "--out", "o"])).seed == 3
     with pytest.raises(SystemExit):
         parser.parse_args(["--text-encoder", "ckpt", "--sampler", "euler", "--out", "o"])
+
+
+def test_eval_measures_the_animatediff_transfer_in_the_same_report(image_pipe, checkpoint, tmp_path, capsys):
+    """`--kind all`: the one checkpoint through the image, ModelScope-style and AnimateDiff pipelines."""
+    from t2v_unlearn.encoders import fingerprint
+
+    folder = tmp_path / "tinyworld-ckpt"  # TinyWorld's encoder with its feed-forward weights perturbed
+    unlearned = type(image_pipe.text_encoder)(image_pipe.text_encoder.config)
+    unlearned.load_state_dict(image_pipe.text_encoder.state_dict())
+    with torch.no_grad():
+        for name, parameter in unlearned.named_parameters():
+            if "mlp" in name:
+                parameter.add_(0.05 * torch.randn(parameter.shape, generator=torch.Generator().manual_seed(0)))
+    unlearned.save_pretrained(folder / "text_encoder")
+    manifest = {
+        "concepts": ["zorbo"],
+        "base_model": "tinyworld",
+        "base_fingerprint": fingerprint.encoder_fingerprint(image_pipe.text_encoder),
+        "base_architecture": fingerprint.architecture(image_pipe.text_encoder.config),
+        "tokenizer_fingerprint": fingerprint.tokenizer_fingerprint(image_pipe.tokenizer),
+    }
+    (folder / "unlearn.json").write_text(json.dumps(manifest))
+    out = tmp_path / "results"
+    argv = ["--text-encoder", str(folder), "--quick", "--kind", "all", "--steps", "2", "--num-frames", "3",
+            "--no-decoded", "--bootstrap-resamples", "200", "--no-progress", "--out", str(out)]  # fmt: skip
+    assert run_eval(_parse(argv)) == 0, capsys.readouterr().err
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["models"] == {"image": "tinyworld", "video": "tinyworld", "animatediff": "tinyworld-animatediff"}
+    for kind in ("image", "video", "animatediff"):
+        assert set(metrics[kind]["erasure"]) == {"value", "low", "high", "n"}
+    assert metrics["animatediff"]["concepts"]["zorbo"]["frames_per_video"] == 3
+    assert (out / "samples" / "animatediff" / "original" / "zorbo" / "p00_s0.npy").is_file()
+    assert "AnimateDiff videos" in (out / "report.html").read_text()
+    assert "animatediff:" in capsys.readouterr().out
+    # a base without a known AnimateDiff sibling: a clear error naming the flag
+    argv = [
+        "--text-encoder",
+        str(checkpoint),
+        "--quick",
+        "--kind",
+        "animatediff",
+        "--suite",
+        "tinyworld",
+        "--out",
+        str(tmp_path / "other"),
+    ]
+    assert run_eval(_parse(argv)) == 2
+    assert "--animatediff-model" in capsys.readouterr().err

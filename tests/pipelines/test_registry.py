@@ -60,7 +60,10 @@ def reduced_image():
 
 
 def test_tinyworld_is_an_entry_beside_the_real_bases(image_pipe, tmp_path):
-    assert set(MODELS) == {"tinyworld", *REGISTRY}
+    assert set(MODELS) == {"tinyworld", "tinyworld-animatediff", *REGISTRY}
+    assert MODELS["tinyworld-animatediff"].kinds == ("video",)
+    with pytest.raises(RegistryError, match="serves video only"):
+        MODELS["tinyworld-animatediff"].folder("image")
     assert model_entry("tinyworld") is TINYWORLD_MODEL
     assert TINYWORLD_MODEL.folder("video").name == "video"
     assert model_entry(image_pipe) is TINYWORLD_MODEL  # a loaded pipeline: by its folder

@@ -1,4 +1,5 @@
 import numpy as np
+import pytest
 import torch
 
 from t2v_unlearn.pipelines import tinyworld_path
@@ -18,6 +19,39 @@ def test_image_and_video_share_an_identical_text_encoder_and_vae(image_pipe, vid
         sa, sb = a.state_dict(), b.state_dict()
         assert sa.keys() == sb.keys()
         assert all(torch.equal(sa[k], sb[k]) for k in sa)
+
+
+def test_animatediff_animates_the_image_model_with_its_encoder(image_pipe):
+    from t2v_unlearn.pipelines import load_pipeline
+    from t2v_unlearn.pipelines.load import ModelNotFoundError
+
+    animated = load_pipeline("video", "tinyworld-animatediff", progress=False)
+    assert type(animated).__name__ == "AnimateDiffPipeline" and type(animated.unet).__name__ == "UNetMotionModel"
+    for a, b in [(image_pipe.text_encoder, animated.text_encoder), (image_pipe.vae, animated.vae)]:
+        sa, sb = a.state_dict(), b.state_dict()
+        assert sa.keys() == sb.keys() and all(torch.equal(sa[k], sb[k]) for k in sa)
+    spatial = image_pipe.unet.state_dict()  # the image UNet's own weights, with motion modules beside them
+    motion = animated.unet.state_dict()
+    assert all(torch.equal(spatial[k], motion[k]) for k in spatial if k in motion)
+    assert sum(k in motion for k in spatial) > 0.9 * len(spatial)
+    videos = generate_videos(animated, ["a red circle moving left"], [0], steps=2)
+    assert videos.shape == (1, 8, 64, 64, 3) and videos.dtype == np.uint8
+    with pytest.raises(ModelNotFoundError, match="is a video model"):
+        load_pipeline("image", "tinyworld-animatediff", progress=False)
+
+
+def test_motion_adapter_starts_as_the_image_unet_frame_by_frame():
+    from diffusers import UNetMotionModel
+
+    torch.manual_seed(0)
+    unet2d = models.make_unet2d().eval()
+    animated = UNetMotionModel.from_unet2d(unet2d, models.make_motion_adapter()).eval()
+    latents = torch.randn(1, 4, 3, 16, 16)
+    hidden = torch.randn(1, 77, models.TEXT_HIDDEN)
+    with torch.no_grad():
+        video = animated(latents, 10, hidden.repeat_interleave(3, 0)).sample
+        frames = unet2d(latents[0].permute(1, 0, 2, 3), 10, hidden.expand(3, -1, -1)).sample
+    assert torch.allclose(video[0].permute(1, 0, 2, 3), frames, atol=1e-4)
 
 
 def test_generation_shapes_and_dtypes(image_pipe, video_pipe):
