@@ -54,7 +54,7 @@ def main():
     parser.add_argument("--concepts", nargs="+", default=["zorbo", "striped", "star"])
     parser.add_argument("--steps", nargs="+", type=int, default=[0, 5, 10, 15, 20, 30, 40])
     parser.add_argument("--lr", type=float, default=EraseConfig().lr)
-    parser.add_argument("--gap-ratio", type=float, default=EraseConfig().gap_ratio, help="the rule's threshold")
+    parser.add_argument("--gap-ratio", type=float, default=None, help="the rule's threshold (default: by category)")
     parser.add_argument("--max-steps", type=int, default=EraseConfig().max_steps, help="the rule's cap on steps")
     parser.add_argument("--sampler", default="pipeline", choices=SAMPLERS, help="the scored samples' sampler")
     parser.add_argument("--sample-steps", type=int, default=25, help="the scored samples' denoising steps")
@@ -115,7 +115,7 @@ def main():
         "command": "python benchmarks/stop_rule.py " + " ".join(
             f"--{k.replace('_', '-')} {' '.join(map(str, v)) if isinstance(v, list) else v}"
             for k, v in vars(args).items() if k != "out"),
-        "rule": {"stop_rule": default.stop_rule, "gap_ratio": default.gap_ratio, "lr": args.lr,
+        "rule": {"stop_rule": default.stop_rule, "gap_ratio": default.gap_ratio or "by category", "lr": args.lr,
                  "max_steps": default.max_steps},
         "results": results,
     }  # fmt: skip

@@ -131,9 +131,9 @@ def run(args) -> int:
     split = ", ".join(f"{k.replace('_', ' ')} {v:.1f} s" for k, v in timings)
     print(f"checkpoint written to {out} ({result.steps} steps, stopped by {result.stopped_by})")
     gaps = [h["gap_ratio"] for h in result.history if "gap_ratio" in h]
-    if result.stopped_by == "max_steps" and gaps and gaps[-1] > config.gap_ratio:
+    if result.stopped_by == "max_steps" and gaps and gaps[-1] > result.gap_ratio:
         print(f"warning: the stop rule did not fire: the UNet's prediction gap to the anchor is still "
-              f"{gaps[-1]:.2f} of its start (the rule waits for {config.gap_ratio}), so the concept may not be "
+              f"{gaps[-1]:.2f} of its start (the rule waits for {result.gap_ratio}), so the concept may not be "
               "erased; check the preview, or run again with more --max-steps or a higher --lr")  # fmt: skip
     print(f"time: {split}; {time.perf_counter() - START:.1f} s since start")
 

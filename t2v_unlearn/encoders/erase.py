@@ -78,8 +78,8 @@ class EraseConfig:
     weight_decay: float = field(default=1e-8, metadata={"help": "Adam weight decay (published value)"})
     max_steps: int | None = field(
         default=None,
-        metadata={"help": "cap on optimisation steps; default 30, or 60 with --to (drawing the target takes longer "
-                          "than removing the concept)"},
+        metadata={"help": "cap on optimisation steps; default 50, or 60 with --to (drawing the target takes longer "
+                          "than removing the concept); the stop rule ends most runs at 10-40"},
     )  # fmt: skip
     stop_rule: str = field(
         default="auto",
@@ -95,10 +95,11 @@ class EraseConfig:
         metadata={"help": "anchor-distance rule: stop once the running mean of the squared distance between the "
                           "concept's and the anchor's prompt encodings falls to this share of where it started"},
     )  # fmt: skip
-    gap_ratio: float = field(
-        default=0.2,
+    gap_ratio: float | None = field(
+        default=None,
         metadata={"help": "anchor-gap rule: stop once the UNet's squared prediction gap between the concept and the "
-                          "anchor prompts on the check set falls to this share of the original encoder's gap"},
+                          "anchor prompts on the check set falls to this share of the original encoder's gap; "
+                          "default by category: 0.1 for objects, 0.2 for styles and characters (docs/METHOD.md)"},
     )  # fmt: skip
     stop_ratio: float = field(
         default=1.15,
@@ -126,7 +127,7 @@ class EraseConfig:
 
     def __post_init__(self):
         if self.max_steps is None:
-            self.max_steps = 60 if self.anchor else 30
+            self.max_steps = 60 if self.anchor else 50
         if self.shot_sampler not in SHOT_SAMPLERS:
             raise ValueError(f"shot_sampler must be one of {SHOT_SAMPLERS}, got {self.shot_sampler!r}")
         if self.objective not in OBJECTIVES:
@@ -140,7 +141,7 @@ class EraseConfig:
         if self.stop_rule in ("anchor-distance", "anchor-gap") and self.objective != "anchor":
             raise ValueError(f"stop_rule {self.stop_rule!r} needs objective 'anchor'")
         for name in ("anchor_ratio", "gap_ratio"):
-            if not 0 <= getattr(self, name) < 1:  # also refuses NaN
+            if getattr(self, name) is not None and not 0 <= getattr(self, name) < 1:  # also refuses NaN
                 raise ValueError(f"{name} must lie in [0, 1), got {getattr(self, name)}")
         if self.anchor is not None and not self.anchor.strip():
             raise ValueError("--to is empty: name the concept to replace the erased one with")
@@ -171,6 +172,7 @@ class EraseResult:
     changed_parameters: list[str]
     lora_state_dict: dict[str, torch.Tensor] | None = None
     shots: dict[str, np.ndarray] = field(default_factory=dict)
+    gap_ratio: float | None = None  # the anchor-gap rule's threshold, when that rule ran (`gap_threshold`)
 
 
 # --- shots -------------------------------------------------------------------------------------------------
@@ -344,6 +346,15 @@ def _park(module: torch.nn.Module, offload: bool) -> None:
         torch.cuda.empty_cache()
 
 
+# the anchor-gap rule's default threshold by category: a shape still shows at 0.2 of its gap (docs/METHOD.md §6)
+GAP_RATIOS = {"object": 0.1, "style": 0.2, "id": 0.2}
+
+
+def gap_threshold(config: EraseConfig, specs: list[ConceptSpec]) -> float:
+    """The anchor-gap rule's threshold: `config.gap_ratio`, else the strictest default of the concepts' categories."""
+    return config.gap_ratio if config.gap_ratio is not None else min(GAP_RATIOS[s.category] for s in specs)
+
+
 def _erase(pipe, concepts, config: EraseConfig, progress: bool, shots) -> EraseResult:
     timings = {}
     specs = resolve_concepts(concepts, config.category, conventions_for(pipe).prompts, anchor=config.anchor,
@@ -393,6 +404,7 @@ def _erase(pipe, concepts, config: EraseConfig, progress: bool, shots) -> EraseR
     #    anchor-gap and loss-ratio rules) a fixed check set
     check = config.objective == "ascent"  # the loss-ratio check set: the ascent's record, and its stop rule
     gap_check = config.stop_rule == "anchor-gap"
+    gap_ratio = gap_threshold(config, specs)
     check_chunk = 4 * config.batch_size  # rows per UNet call in a check: no gradients, so larger than a step's batch
     with torch.no_grad():
         kept = retain_prompts(specs, config.seed)
@@ -504,7 +516,7 @@ def _erase(pipe, concepts, config: EraseConfig, progress: bool, shots) -> EraseR
                 spent = time.perf_counter() - check_start
                 timings["checks_in_optimise"] = timings.get("checks_in_optimise", 0.0) + spent
                 bar.set_postfix(gap=f"{gap:.3f}")
-                if gap <= config.gap_ratio:
+                if gap <= gap_ratio:
                     stopped_by = "anchor_gap"
                     break
         elif check and (step % config.check_every == 0 or step == config.max_steps):
@@ -547,4 +559,5 @@ def _erase(pipe, concepts, config: EraseConfig, progress: bool, shots) -> EraseR
         changed_parameters=changed if config.trainable == "lora" else sorted(set(trainable_names) & set(changed)),
         lora_state_dict=lora_state_dict,
         shots=shot_images,
+        gap_ratio=gap_ratio if gap_check else None,
     )

@@ -233,3 +233,14 @@ def test_prompt_templates_follow_the_models_registry_entry():
     assert set(world.prompts) != set(real.prompts) and any("moving" in p for p in world.prompts)  # + motions
     with pytest.raises(ValueError, match="templates must be one of"):
         resolve_concepts(["zorbo"], None, "sd2")
+
+
+def test_the_gap_rule_threshold_follows_the_category_unless_given():
+    from t2v_unlearn.encoders.erase import gap_threshold
+    from t2v_unlearn.encoders.prompts import resolve_concepts
+
+    shape, character = resolve_concepts(["square", "zorbo"], None, "tinyworld")
+    assert gap_threshold(EraseConfig(), [character]) == 0.2
+    assert gap_threshold(EraseConfig(), [shape]) == 0.1  # a shape still shows at 0.2 (docs/METHOD.md §6)
+    assert gap_threshold(EraseConfig(), [shape, character]) == 0.1  # the strictest of the concepts'
+    assert gap_threshold(EraseConfig(gap_ratio=0.3), [shape]) == 0.3
