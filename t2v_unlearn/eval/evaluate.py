@@ -70,7 +70,7 @@ class EvalConfig:
     )
     quick: bool = field(
         default=False,
-        metadata={"help": "fewer prompts, seeds and retained concepts (about 3 minutes on 2 CPU cores)"},
+        metadata={"help": "fewer prompts, seeds and retained concepts (about 100 s on 2 CPU cores)"},
     )
     concepts: list[str] = field(
         default_factory=list,
