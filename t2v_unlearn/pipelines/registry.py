@@ -360,12 +360,10 @@ def model_entry(model) -> ShippedModel | RegisteredBase | None:
         return MODELS[str(model)]
     path = Path(str(model)).expanduser()
     if (path / "training.json").is_file() or (path.parent / "training.json").is_file():
-        return TINYWORLD_MODEL
+        return TINYWORLD_ANIMATEDIFF_MODEL if path.name == "animatediff" else TINYWORLD_MODEL
     repos = {repo: base for base in REGISTRY.values() for repo in (base.repo_id, *base.aliases)}
-    for part in path.parts:
-        if part.startswith("models--") and part[len("models--") :].replace("--", "/", 1) in repos:
-            return repos[part[len("models--") :].replace("--", "/", 1)]
-    return None
+    cached = [p.removeprefix("models--").replace("--", "/", 1) for p in path.parts if p.startswith("models--")]
+    return next((repos[repo] for repo in cached if repo in repos), None)
 
 
 def conventions_for(model) -> Conventions:

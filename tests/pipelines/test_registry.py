@@ -72,6 +72,7 @@ def test_tinyworld_is_an_entry_beside_the_real_bases(image_pipe, tmp_path):
     (export / "image").mkdir(parents=True)
     (export / "training.json").write_text("{}")
     assert model_entry(export / "image") is TINYWORLD_MODEL
+    assert model_entry(export / "animatediff") is MODELS["tinyworld-animatediff"]
     assert model_entry(tmp_path) is None and conventions_for(tmp_path) == LITERATURE  # an unknown folder
     assert conventions_for("") == LITERATURE
 
