@@ -488,6 +488,29 @@ def stage_image(args, tokenizer, record):
     save_module(unet, Path(args.work) / "image" / "unet")
 
 
+def video_loss(args, tokenizer, vae, text_encoder, unet, scheduler, generator, data_seed: int, per_frame=False):
+    """The video and motion stages' step: step i's rendered clips (from `data_seed + i`), 10% empty captions, the
+    frozen encoder's prompts (with `per_frame`, repeated for each frame, as AnimateDiff's UNet takes them)."""
+    language = LANGUAGES[args.language]
+
+    def step(i):
+        pixels, captions = video_batch(data_seed + i, args.video_batch_size, language=language)
+        captions = ["" if torch.rand(1, generator=generator).item() < 0.1 else c for c in captions]
+        b, c, f, h, w = pixels.shape
+        frames = pixels.permute(0, 2, 1, 3, 4).reshape(b * f, c, h, w).to(args.device)
+        latents = _encode_latents(vae, frames)
+        latents = latents.reshape(b, f, *latents.shape[1:]).permute(0, 2, 1, 3, 4)
+        noise = torch.randn(latents.shape, generator=generator).to(args.device)
+        t = sample_timesteps(b, scheduler, generator, args.late_timestep_share).to(args.device)
+        noisy = scheduler.add_noise(latents, noise, t)
+        with torch.no_grad():
+            hidden = text_encoder(tokenize(tokenizer, captions).to(args.device))[0]
+        pred = unet(noisy, t, hidden.repeat_interleave(f, 0) if per_frame else hidden).sample
+        return diffusion_loss(pred, noise, t, scheduler, args.snr_gamma)
+
+    return step
+
+
 def stage_video(args, tokenizer, record):
     from diffusers import AutoencoderKL, UNet2DConditionModel, UNet3DConditionModel
 
@@ -513,23 +536,7 @@ def stage_video(args, tokenizer, record):
     trainer = Trainer("video", args.work, {"unet": unet}, groups, args.video_steps, args.video_lr,
                       checkpoint_every=100, device=args.device)  # fmt: skip
     generator = torch.Generator().manual_seed(args.seed + 4)
-    language = LANGUAGES[args.language]
-
-    def step(i):
-        pixels, captions = video_batch(40_000_000 + i, args.video_batch_size, language=language)
-        captions = ["" if torch.rand(1, generator=generator).item() < 0.1 else c for c in captions]
-        b, c, f, h, w = pixels.shape
-        frames = pixels.permute(0, 2, 1, 3, 4).reshape(b * f, c, h, w).to(args.device)
-        latents = _encode_latents(vae, frames)
-        latents = latents.reshape(b, f, *latents.shape[1:]).permute(0, 2, 1, 3, 4)
-        noise = torch.randn(latents.shape, generator=generator).to(args.device)
-        t = sample_timesteps(b, scheduler, generator, args.late_timestep_share).to(args.device)
-        noisy = scheduler.add_noise(latents, noise, t)
-        with torch.no_grad():
-            hidden = text_encoder(tokenize(tokenizer, captions).to(args.device))[0]
-        pred = unet(noisy, t, hidden).sample
-        return diffusion_loss(pred, noise, t, scheduler, args.snr_gamma)
-
+    step = video_loss(args, tokenizer, vae, text_encoder, unet, scheduler, generator, data_seed=40_000_000)
     record["video"] = trainer.run(step, log_every=10)
     save_module(unet, work / "video" / "unet")
 
@@ -537,19 +544,19 @@ def stage_video(args, tokenizer, record):
 def stage_motion(args, tokenizer, record):
     """AnimateDiff's motion adapter for the frozen image UNet, on the video stage's data (AnimateDiff's recipe: only
     the motion modules train)."""
-    from diffusers import AutoencoderKL, MotionAdapter, UNet2DConditionModel, UNetMotionModel
+    from diffusers import AutoencoderKL, UNet2DConditionModel, UNetMotionModel
 
     torch.manual_seed(args.seed + 6)
     work = Path(args.work)
     vae = AutoencoderKL.from_pretrained(work / "vae" / "final").to(args.device).eval()
     text_encoder = CLIPTextModel.from_pretrained(work / "image" / "text_encoder").to(args.device).eval()
     text_encoder.requires_grad_(False)
-    earlier = Path(args.init_from or "") / "animatediff" / "motion_adapter"
+    adapter = models.make_motion_adapter()
+    earlier = Path(args.init_from or "") / "animatediff" / "unet"  # shipped as a UNetMotionModel
     if args.init_from and earlier.is_dir():
-        adapter = MotionAdapter.from_pretrained(earlier, dtype=torch.float32)
-        print(f"[motion] warm start from {earlier}")
-    else:
-        adapter = models.make_motion_adapter()
+        state = UNetMotionModel.from_pretrained(earlier, dtype=torch.float32).state_dict()
+        adapter.load_state_dict({k: v for k, v in state.items() if "motion_modules" in k})
+        print(f"[motion] warm start: the motion modules of {earlier}")
     unet = UNetMotionModel.from_unet2d(UNet2DConditionModel.from_pretrained(work / "image" / "unet"), adapter)
     unet.freeze_unet2d_params()
     unet = unet.to(args.device)
@@ -557,23 +564,8 @@ def stage_motion(args, tokenizer, record):
     trainer = Trainer("motion", args.work, {"unet": unet}, unet.parameters(), args.motion_steps, args.motion_lr,
                       checkpoint_every=100, device=args.device)  # fmt: skip
     generator = torch.Generator().manual_seed(args.seed + 6)
-    language = LANGUAGES[args.language]
-
-    def step(i):
-        pixels, captions = video_batch(41_000_000 + i, args.video_batch_size, language=language)
-        captions = ["" if torch.rand(1, generator=generator).item() < 0.1 else c for c in captions]
-        b, c, f, h, w = pixels.shape
-        frames = pixels.permute(0, 2, 1, 3, 4).reshape(b * f, c, h, w).to(args.device)
-        latents = _encode_latents(vae, frames)
-        latents = latents.reshape(b, f, *latents.shape[1:]).permute(0, 2, 1, 3, 4)
-        noise = torch.randn(latents.shape, generator=generator).to(args.device)
-        t = sample_timesteps(b, scheduler, generator, args.late_timestep_share).to(args.device)
-        noisy = scheduler.add_noise(latents, noise, t)
-        with torch.no_grad():  # AnimateDiffPipeline gives every frame its video's prompt
-            hidden = text_encoder(tokenize(tokenizer, captions).to(args.device))[0].repeat_interleave(f, 0)
-        pred = unet(noisy, t, hidden).sample
-        return diffusion_loss(pred, noise, t, scheduler, args.snr_gamma)
-
+    # AnimateDiffPipeline gives every frame its video's prompt
+    step = video_loss(args, tokenizer, vae, text_encoder, unet, scheduler, generator, 41_000_000, per_frame=True)
     record["motion"] = trainer.run(step, log_every=10)
     motion = {k: v for k, v in unet.state_dict().items() if "motion_modules" in k}
     adapter.load_state_dict(motion)
@@ -748,8 +740,8 @@ class TrainConfig:
     )
     init_from: str | None = field(
         default=None,
-        metadata={"help": "a weights folder to warm-start from: image and video stages continue its models; vae, "
-                          "evaluator and classifier are copied from it"},
+        metadata={"help": "a weights folder to warm-start from: image, video and motion stages continue its "
+                          "models; vae, evaluator and classifier are copied from it"},
     )  # fmt: skip
 
 
