@@ -62,6 +62,7 @@ VARIANTS = {
     "to-something": {"anchor": "something"},  # the previous object anchor: draws a random shape, the erased one too
     "to-circle-p0.3": {"anchor": "circle", "preserve_weight": 0.3},
     "gap0.1": {"gap_ratio": 0.1, "max_steps": 50},
+    "ts4": {"eval_timesteps": 4},  # a stop-rule check set half as large: 4 timesteps per shot
     "ascent-old": {"objective": "ascent", "variants": False, "shot_sampler": "pipeline", "shot_steps": 25,
                    "lr": 2e-4, "max_steps": 200},
     "published": {"objective": "ascent", "variants": False, "shot_sampler": "pipeline", "shot_steps": 25,

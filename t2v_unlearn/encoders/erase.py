@@ -13,6 +13,7 @@ those images. An optional preservation term holds the encoder's outputs for othe
 from __future__ import annotations
 
 import copy
+import math
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -350,6 +351,18 @@ def _park(module: torch.nn.Module, offload: bool) -> None:
 GAP_RATIOS = {"object": 0.1, "style": 0.2, "id": 0.2}
 
 
+def predicted_end(step: int, gap: float, threshold: float, check_every: int, max_steps: int) -> int:
+    """The step at which the anchor-gap rule should fire, for the progress bar: the gap starts at 1 and, assumed to
+    shrink geometrically, reaches `threshold` at step * ln(threshold) / ln(gap); the rule looks every `check_every`
+    steps, so the run ends at the first check after that, and never past `max_steps`."""
+    if gap <= threshold:
+        return step
+    if not 0 < gap < 1 or threshold <= 0:  # not shrinking (yet), or a rule that never fires: the cap
+        return max_steps
+    needed = step * math.log(threshold) / math.log(gap)
+    return min(max(math.ceil(needed / check_every) * check_every, step + check_every), max_steps)
+
+
 def gap_threshold(config: EraseConfig, specs: list[ConceptSpec]) -> float:
     """The anchor-gap rule's threshold: `config.gap_ratio`, else the strictest default of the concepts' categories."""
     return config.gap_ratio if config.gap_ratio is not None else min(GAP_RATIOS[s.category] for s in specs)
@@ -457,7 +470,9 @@ def _erase(pipe, concepts, config: EraseConfig, progress: bool, shots) -> EraseR
     attack = torch.zeros(model.get_input_embeddings().weight.shape[1], device=device)  # warm-started across steps
     stopped_by, step, first, running = "max_steps", 0, [], None
     names = ", ".join(s.name for s in specs)
-    bar = tqdm(total=config.max_steps, desc=f"erasing {names}", disable=not progress, unit="step")
+    # under the gap rule the total starts at the cap and, from the first check on, is where the rule should fire
+    until = f" until gap <= {gap_ratio:g}" if gap_check else ""
+    bar = tqdm(total=config.max_steps, desc=f"erasing {names}{until}", disable=not progress, unit="step")
     for step in range(1, config.max_steps + 1):
         index = torch.randint(len(latents), (config.batch_size,), generator=generator)
         batch = latents[index]
@@ -519,6 +534,9 @@ def _erase(pipe, concepts, config: EraseConfig, progress: bool, shots) -> EraseR
                 if gap <= gap_ratio:
                     stopped_by = "anchor_gap"
                     break
+                # the bar's total (and so its ETA) follows the gap: where the rule should fire, not the cap
+                bar.total = predicted_end(step, gap, gap_ratio, config.check_every, config.max_steps)
+                bar.refresh()
         elif check and (step % config.check_every == 0 or step == config.max_steps):
             record = {"step": step, "concept_loss": concept_loss(), "neutral_loss": neutral_loss,
                       "ascent_loss": value, "preserve_loss": preserve.item()}  # fmt: skip

@@ -1,13 +1,13 @@
 """Video files in and out: mp4 through PyAV (via imageio), GIF and lossless PNG frames through PIL.
 
-Frames are always uint8 numpy arrays of shape (F, H, W, 3).
+Frames are always uint8 numpy arrays of shape (F, H, W, 3). PyAV is imported where an mp4 is written or a video
+read (0.4 s): a command that writes only GIFs or nothing, such as `erase --no-preview`, does not pay for it.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
 
-import av
 import numpy as np
 from PIL import Image
 
@@ -16,6 +16,8 @@ VIDEO_SUFFIXES = (".mp4", ".webm", ".gif", ".mkv", ".mov", ".avi")
 
 def write_mp4(frames: np.ndarray, path: str | Path, fps: int = 8) -> Path:
     """H.264 mp4 via PyAV. Sides are padded to even numbers, as yuv420p requires."""
+    import av
+
     path = Path(path)
     frames = _even(frames)
     with av.open(str(path), mode="w") as container:
@@ -53,6 +55,8 @@ def write_frames(frames: np.ndarray, folder: str | Path, prefix: str = "frame") 
 
 def read_video(path: str | Path, max_frames: int | None = None) -> np.ndarray:
     """Decode a video file (mp4, webm, gif, ...) with PyAV into uint8 RGB frames (F, H, W, 3)."""
+    import av
+
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"video file {path} does not exist")

@@ -244,3 +244,15 @@ def test_the_gap_rule_threshold_follows_the_category_unless_given():
     assert gap_threshold(EraseConfig(), [shape]) == 0.1  # a shape still shows at 0.2 (docs/METHOD.md §6)
     assert gap_threshold(EraseConfig(), [shape, character]) == 0.1  # the strictest of the concepts'
     assert gap_threshold(EraseConfig(gap_ratio=0.3), [shape]) == 0.3
+
+
+def test_the_progress_bar_ends_where_the_gap_rule_should_fire():
+    from t2v_unlearn.encoders.erase import predicted_end
+
+    # zorbo on TinyWorld: gap 0.37 at the first check (step 5), threshold 0.2; the rule fired at step 10
+    assert predicted_end(5, 0.37, 0.2, check_every=5, max_steps=50) == 10
+    assert predicted_end(5, 0.9, 0.1, check_every=5, max_steps=50) == 50  # slow: the cap, never past it
+    assert predicted_end(10, 1.2, 0.2, check_every=5, max_steps=50) == 50  # not shrinking: the cap
+    assert predicted_end(5, 0.21, 0.2, check_every=5, max_steps=50) == 10  # at least the next check
+    assert predicted_end(10, 0.15, 0.2, check_every=5, max_steps=50) == 10  # fired: here
+    assert predicted_end(5, 0.5, 0.0, check_every=5, max_steps=50) == 50  # a threshold never met
