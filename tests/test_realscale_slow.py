@@ -2,8 +2,9 @@
 
     pytest -m slow tests/test_realscale_slow.py     # several minutes, about 12 GiB of memory
 
-Random stand-ins of SD 2.1-base (865M-parameter UNet, 23-layer 1024-wide encoder) and ModelScope (1.41B-parameter
-UNet3D): what is checked is that the real shapes run through the real code paths, not any quality.
+Random stand-ins of SD 2.1-base (865M-parameter UNet, 23-layer 1024-wide encoder), ModelScope (1.41B-parameter
+UNet3D) and AnimateDiff (SD 1.5's 860M-parameter UNet with the v1-5-2 motion adapter's modules): what is checked
+is that the real shapes run through the real code paths, not any quality.
 """
 
 import gc
@@ -65,3 +66,18 @@ def test_two_step_video_with_the_swapped_encoder(erased):
     video.set_progress_bar_config(disable=True)
     frames = generate_videos(video, ["a video of a snoopy running"], [0], steps=2, num_frames=16)
     assert frames.shape == (1, 16, 256, 256, 3) and frames.dtype == np.uint8
+
+
+def test_animatediff_at_real_shapes_runs_sd15s_encoder():
+    gc.collect()
+    animated = build_standin("animatediff-sd-1.5")
+    counts = parameter_counts(animated)
+    motion = sum(p.numel() for n, p in animated.unet.named_parameters() if "motion_modules" in n)
+    assert counts["unet"] - motion == 859_520_964  # SD 1.5's image UNet inside the UNetMotionModel
+    assert counts["text_encoder"] == 123_060_480 and motion > 0
+    image_encoder = build_standin("sd-1.5").text_encoder  # the same seed: SD 1.5's encoder, as in the real pair
+    assert encoder_fingerprint(animated.text_encoder) == encoder_fingerprint(image_encoder)
+    animated.set_progress_bar_config(disable=True)
+    frames = generate_videos(animated, ["a video of a snoopy running"], [0], steps=1, num_frames=8, height=256,
+                             width=256)  # fmt: skip
+    assert frames.shape == (1, 8, 256, 256, 3) and frames.dtype == np.uint8

@@ -17,7 +17,7 @@ from tqdm.auto import tqdm
 from ..encoders.checkpoint import Manifest, read_manifest
 from ..pipelines.generate import SAMPLERS, sampler
 from ..pipelines.load import TINYWORLD_ANIMATEDIFF
-from ..pipelines.registry import TINYWORLD_ANIMATEDIFF_MODEL, TINYWORLD_MODEL, model_entry
+from ..pipelines.registry import TINYWORLD_ANIMATEDIFF_MODEL, TINYWORLD_MODEL, animatediff_for, model_entry
 from . import metrics as M
 from .attacks import ATTACKS, PROMPT_ATTACKS, attack_concept, attack_prompts, base_concept, parse_attacks
 from .detector import load_detector
@@ -117,8 +117,11 @@ class EvalConfig:
                 return self.animatediff_model
             if model_entry(self.model) in (TINYWORLD_MODEL, TINYWORLD_ANIMATEDIFF_MODEL):
                 return TINYWORLD_ANIMATEDIFF
+            pair = animatediff_for(self.model)  # sd-1.5 -> animatediff-sd-1.5
+            if pair is not None:
+                return pair
             raise ValueError(f"--kind {self.kind} needs --animatediff-model: an AnimateDiffPipeline folder whose text "
-                             f"encoder is {self.model}'s (e.g. SD 1.5 with a motion adapter)")  # fmt: skip
+                             f"encoder is {self.model}'s (with --model sd-1.5: animatediff-sd-1.5)")  # fmt: skip
         path = Path(str(self.model)).expanduser()
         sibling = path.parent / kind
         if path.name in ("image", "video") and path.name != kind and (sibling / "model_index.json").is_file():

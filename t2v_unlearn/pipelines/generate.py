@@ -115,7 +115,10 @@ def generate_videos(
     guidance: float = DEFAULT_GUIDANCE,
     num_frames: int = DEFAULT_NUM_FRAMES,
     batch_size: int = 4,
+    height: int | None = None,
+    width: int | None = None,
 ) -> np.ndarray:
-    """Videos as uint8 (N, F, H, W, 3), one per (prompt, seed) pair."""
+    """Videos as uint8 (N, F, H, W, 3), one per (prompt, seed) pair; `height`/`width` default to the pipeline's."""
+    size = {k: v for k, v in (("height", height), ("width", width)) if v is not None}
     return _generate(pipe, prompts, seeds, batch_size, "frames", num_inference_steps=steps, guidance_scale=guidance,
-                     num_frames=num_frames)  # fmt: skip
+                     num_frames=num_frames, **size)  # fmt: skip

@@ -17,7 +17,13 @@ from collections.abc import Callable
 from pathlib import Path
 
 import torch
-from diffusers import AnimateDiffPipeline, DiffusionPipeline, StableDiffusionPipeline, TextToVideoSDPipeline
+from diffusers import (
+    AnimateDiffPipeline,
+    DiffusionPipeline,
+    MotionAdapter,
+    StableDiffusionPipeline,
+    TextToVideoSDPipeline,
+)
 
 TINYWORLD = "tinyworld"
 TINYWORLD_ANIMATEDIFF = "tinyworld-animatediff"
@@ -103,6 +109,15 @@ def load_pipeline(
     path = resolve_model(model, kind)
     found = pipeline_class_name(path)
     classes = {c.__name__: c for c in PIPELINE_CLASSES[kind]}
+    extra = {}
+    from .registry import motion_adapter_folder  # a registered AnimateDiff pair: the image base plus its adapter
+
+    adapter = motion_adapter_folder(str(model)) if kind == "video" and not Path(model).expanduser().is_dir() else None
+    if adapter is not None:
+        with warnings.catch_warnings(), _quiet_loading():
+            warnings.simplefilter("ignore", FutureWarning)
+            extra["motion_adapter"] = MotionAdapter.from_pretrained(adapter, dtype=dtype)
+        found = AnimateDiffPipeline.__name__
     if found not in classes:
         other = "video" if kind == "image" else "image"
         raise ValueError(
@@ -112,7 +127,7 @@ def load_pipeline(
     cls = classes[found]
     with warnings.catch_warnings(), _quiet_loading():
         warnings.simplefilter("ignore", FutureWarning)
-        pipe = cls.from_pretrained(path, dtype=dtype)
+        pipe = cls.from_pretrained(path, dtype=dtype, **extra)
     if isinstance(text_encoder, str | Path):
         raise TypeError(
             f"t2v_unlearn.pipelines.load_pipeline takes a loaded encoder, not the folder {text_encoder}; load an "

@@ -12,7 +12,9 @@ The configs are copied from the repos' own `*/config.json` files, so `pipelines/
 randomly initialised models of exactly the real shapes without downloading anything. Resolution never
 downloads: a base whose weights are not in the Hugging Face cache raises an error that says which repo to
 fetch and how (`hf download ...`). SD 2.x, ModelScope and Zeroscope share one text-encoder architecture
-(OpenCLIP ViT-H/14 text tower, last layer dropped); SD 1.x uses CLIP ViT-L/14 and serves images only.
+(OpenCLIP ViT-H/14 text tower, last layer dropped). SD 1.x uses CLIP ViT-L/14; its video counterpart is
+AnimateDiff, a motion adapter that animates the SD 1.5 UNet and keeps SD 1.5's encoder: the entry
+`animatediff-sd-1.5` is the adapter's repo plus the `sd-1.5` snapshot it animates (`motion_adapter_folder`).
 """
 
 from __future__ import annotations
@@ -130,6 +132,20 @@ MODELSCOPE_UNET = {
     "up_block_types": ["UpBlock3D", "CrossAttnUpBlock3D", "CrossAttnUpBlock3D", "CrossAttnUpBlock3D"],
 }
 
+# guoyww/animatediff-motion-adapter-v1-5-2/config.json (AnimateDiff's mm_sd_v15_v2 motion modules, converted by
+# diffusers' scripts/convert_animatediff_motion_module_to_diffusers.py --use_motion_mid_block): motion modules for
+# the SD 1.5 UNet's channels, 2 per block plus one in the mid block, 8 heads, positions for up to 32 frames
+MOTION_ADAPTER_V15_2 = {
+    "block_out_channels": [320, 640, 1280, 1280],
+    "conv_in_channels": None,
+    "motion_layers_per_block": 2,
+    "motion_max_seq_length": 32,
+    "motion_mid_block_layers_per_block": 1,
+    "motion_norm_num_groups": 32,
+    "motion_num_attention_heads": 8,
+    "use_motion_mid_block": True,
+}
+
 # the Stable Diffusion VAE (*/vae/config.json); the same architecture in every base here
 SD_VAE = {
     "act_fn": "silu",
@@ -162,6 +178,7 @@ _SD_SCHEDULE = {
 SD2_ENCODER_FAMILY = "openclip-vit-h-14-text-23-layers"
 SD1_ENCODER_FAMILY = "clip-vit-l-14-text"
 WEIGHT_PATTERNS = ["model_index.json", "*/*.json", "*/*.txt", "*/*.safetensors"]
+ADAPTER_PATTERNS = ["config.json", "*.safetensors"]  # a MotionAdapter repo: one model at its root
 
 
 @dataclass(frozen=True)
@@ -226,6 +243,12 @@ class RegisteredBase:
     aliases: tuple[str, ...] = field(default=(), metadata={"help": "other repo ids of the same weights"})
     encoder_note: str = field(default="", metadata={"help": "what is known about its encoder's weights"})
     conventions: Conventions = field(default=LITERATURE, metadata={"help": "prompts and suite (see Conventions)"})
+    animates: str | None = field(
+        default=None,
+        metadata={"help": "a motion adapter's entry: the registered image base whose snapshot it animates (the "
+                          "encoder, tokenizer, VAE and image UNet come from there; repo_id holds the adapter)"},
+    )  # fmt: skip
+    motion_adapter: dict | None = field(default=None, metadata={"help": "the MotionAdapter config (with animates)"})
 
     @property
     def prediction_type(self) -> str:
@@ -235,9 +258,14 @@ class RegisteredBase:
         """A deep copy of one component's config: text_encoder, tokenizer, unet, vae or scheduler."""
         return copy.deepcopy(getattr(self, component))
 
+    @property
+    def weight_patterns(self) -> list[str]:
+        """The repo's files this tool loads: a pipeline's diffusers files, or a motion adapter's config and weights."""
+        return ADAPTER_PATTERNS if self.animates else WEIGHT_PATTERNS
+
     def download_command(self) -> str:
         """The shell command that puts this base's diffusers files (no .ckpt duplicates) in the HF cache."""
-        patterns = " ".join(f'"{p}"' for p in WEIGHT_PATTERNS)
+        patterns = " ".join(f'"{p}"' for p in self.weight_patterns)
         return f"hf download {self.repo_id} --include {patterns}"
 
 
@@ -330,7 +358,28 @@ REGISTRY: dict[str, RegisteredBase] = {
             scheduler={**_SD_SCHEDULE, "prediction_type": "epsilon"},
             height=512,
             width=512,
-            encoder_note="CLIP ViT-L/14 text tower (hidden 768, 12 layers): no video base here shares it",
+            encoder_note="CLIP ViT-L/14 text tower (hidden 768, 12 layers); animatediff-sd-1.5 animates it with "
+            "this very encoder",
+        ),
+        RegisteredBase(
+            name="animatediff-sd-1.5",
+            repo_id="guoyww/animatediff-motion-adapter-v1-5-2",
+            kinds=("video",),
+            pipeline_class="AnimateDiffPipeline",
+            encoder_family=SD1_ENCODER_FAMILY,
+            text_encoder=CLIP_L14_TEXT,
+            tokenizer=SD1_TOKENIZER,
+            unet_class="UNet2DConditionModel",  # the image UNet; AnimateDiffPipeline wraps it in a UNetMotionModel
+            unet=SD15_UNET,
+            vae={**SD_VAE, "sample_size": 512},
+            scheduler_class="PNDMScheduler",  # sd-1.5's own, as from_pretrained loads it
+            scheduler={**_SD_SCHEDULE, "prediction_type": "epsilon"},
+            height=512,
+            width=512,
+            animates="sd-1.5",
+            motion_adapter=MOTION_ADAPTER_V15_2,
+            encoder_note="SD 1.5's own encoder, tokenizer and VAE (loaded from the sd-1.5 snapshot): an encoder "
+            "unlearned on sd-1.5 is the encoder this pipeline runs",
         ),
     )
 }
@@ -366,6 +415,15 @@ def model_entry(model) -> ShippedModel | RegisteredBase | None:
     return next((repos[repo] for repo in cached if repo in repos), None)
 
 
+def animatediff_for(model) -> str | None:
+    """The registered AnimateDiff pair that animates `model` (a registered image base: a name, a cached snapshot or
+    a loaded pipeline), e.g. "animatediff-sd-1.5" for "sd-1.5"; None when the registry holds none."""
+    entry = model_entry(model)
+    if not isinstance(entry, RegisteredBase):
+        return None
+    return next((base.name for base in REGISTRY.values() if base.animates == entry.name), None)
+
+
 def conventions_for(model) -> Conventions:
     """A model's conventions (see `model_entry`); the literature's for a model the registry does not know."""
     entry = model_entry(model)
@@ -374,8 +432,11 @@ def conventions_for(model) -> Conventions:
 
 # the message for a kind a base does not serve, where there is more to say than "it does not"
 _KIND_HINTS = {
-    (SD1_ENCODER_FAMILY, "video"): "SD 1.x has no video counterpart; its CLIP ViT-L/14 encoder cannot serve "
-    "ModelScope/Zeroscope (hidden 768 vs 1024). Unlearn on sd-2.1-base or sd-2.1 to erase from a video model.",
+    (SD1_ENCODER_FAMILY, "video"): "For video use animatediff-sd-1.5 (SD 1.5 animated by AnimateDiff's motion "
+    "adapter), which runs SD 1.5's own encoder; its CLIP ViT-L/14 encoder cannot serve ModelScope/Zeroscope "
+    "(hidden 768 vs 1024).",
+    (SD1_ENCODER_FAMILY, "image"): "AnimateDiff animates sd-1.5: erase on sd-1.5, whose text encoder it runs, then "
+    "swap the checkpoint into this video model.",
     (SD2_ENCODER_FAMILY, "video"): "For video use modelscope-1.7b or zeroscope-v2-576w, which share its text "
     "encoder architecture: an encoder unlearned on it can be swapped into them.",
     (SD2_ENCODER_FAMILY, "image"): "Erasing needs an image pipeline: unlearn on sd-2.1-base or sd-2.1, whose "
@@ -427,7 +488,11 @@ def _offline() -> bool:
 
 
 def missing_components(folder: Path, base: RegisteredBase) -> list[str]:
-    """What a snapshot folder lacks to load as `base`: model_index.json, configs, weights, tokenizer files."""
+    """What a snapshot folder lacks to load as `base`: model_index.json, configs, weights, tokenizer files (for a
+    motion adapter: its config.json and weights)."""
+    if base.animates:
+        missing = [] if (folder / "config.json").is_file() else ["config.json"]
+        return missing + ([] if any(folder.glob("*.safetensors")) else ["weights (*.safetensors)"])
     missing = [] if (folder / "model_index.json").is_file() else ["model_index.json"]
     for component in ("text_encoder", "unet", "vae"):
         sub = folder / component
@@ -460,6 +525,9 @@ def cached_snapshot(base: RegisteredBase, cache_dir: str | Path | None = None) -
 def resolve_registered(name: str, kind: str, local_files_only: bool = True) -> Path | None:
     """The local diffusers folder of a registered base, from the Hugging Face cache; None for unknown names.
 
+    For an AnimateDiff entry it is the folder of the image base it animates (its encoder's home), once the motion
+    adapter is cached too; `load_pipeline` adds the adapter from `motion_adapter_folder`.
+
     Args:
         name: a registry name (`registered_names()`).
         kind: "image" or "video"; a base that does not serve it raises a `RegistryError` saying why.
@@ -473,12 +541,30 @@ def resolve_registered(name: str, kind: str, local_files_only: bool = True) -> P
         return None
     base = REGISTRY[name]
     check_kind(base, kind)
+    if base.animates:  # the adapter must be there too; the pipeline's folder is the image base's snapshot
+        motion_adapter_folder(name, local_files_only)
+        return resolve_registered(base.animates, "image", local_files_only)
+    return _snapshot(base, local_files_only)
+
+
+def motion_adapter_folder(name: str, local_files_only: bool = True) -> Path | None:
+    """The cached MotionAdapter folder of an AnimateDiff entry (`animates` set); None for any other name.
+
+    Raises `BaseNotDownloadedError`, naming the adapter's repo and its download command, when it is not cached.
+    """
+    base = REGISTRY.get(name)
+    return _snapshot(base, local_files_only) if base is not None and base.animates else None
+
+
+def _snapshot(base: RegisteredBase, local_files_only: bool) -> Path:
+    """A base's complete cached snapshot (downloaded only with `local_files_only=False` and not offline)."""
+    name = base.name
     cache_dir = hub_cache_dir()
     folder = cached_snapshot(base, cache_dir)
     if folder is None and not local_files_only and not _offline():
         from huggingface_hub import snapshot_download
 
-        folder = Path(snapshot_download(base.repo_id, cache_dir=cache_dir, allow_patterns=WEIGHT_PATTERNS))
+        folder = Path(snapshot_download(base.repo_id, cache_dir=cache_dir, allow_patterns=base.weight_patterns))
     if folder is None:
         why = "HF_HUB_OFFLINE is set" if _offline() else "t2v_unlearn never downloads on its own"
         raise BaseNotDownloadedError(
@@ -493,6 +579,8 @@ def resolve_registered(name: str, kind: str, local_files_only: bool = True) -> P
             f"the cached snapshot of {name} at {folder} is incomplete (missing {', '.join(missing)}); "
             f"complete it with `{base.download_command()}`"
         )
+    if base.animates:
+        return folder
     found = json.loads((folder / "model_index.json").read_text()).get("_class_name")
     if found != base.pipeline_class:
         raise RegistryError(

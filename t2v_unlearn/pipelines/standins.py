@@ -2,6 +2,7 @@
 
     image = build_standin("sd-2.1-base")              # StableDiffusionPipeline, 865M-parameter UNet, random
     video = build_standin("modelscope-1.7b")          # TextToVideoSDPipeline, 1.41B-parameter UNet3D, random
+    animated = build_standin("animatediff-sd-1.5")    # AnimateDiffPipeline: SD 1.5's shapes plus a MotionAdapter
     encoder_fingerprint(image.text_encoder) == encoder_fingerprint(video.text_encoder)  # True: same seed
 
 They exercise the real-scale code paths (memory, time, the encoder swap between image and video) without a
@@ -23,9 +24,11 @@ from pathlib import Path
 
 import torch
 from diffusers import (
+    AnimateDiffPipeline,
     AutoencoderKL,
     DDIMScheduler,
     DiffusionPipeline,
+    MotionAdapter,
     PNDMScheduler,
     StableDiffusionPipeline,
     TextToVideoSDPipeline,
@@ -41,7 +44,7 @@ STANDIN_FILE = "standin.json"
 _UNET_CLASSES = {"UNet2DConditionModel": UNet2DConditionModel, "UNet3DConditionModel": UNet3DConditionModel}
 _SCHEDULER_CLASSES = {"DDIMScheduler": DDIMScheduler, "PNDMScheduler": PNDMScheduler}
 # each component draws from its own seed, so the encoder does not depend on which UNet is built beside it
-_SEED_OFFSETS = {"unet": 1, "vae": 2}
+_SEED_OFFSETS = {"unet": 1, "vae": 2, "motion_adapter": 3}
 END_OF_WORD, BOS, EOS = "</w>", "<|startoftext|>", "<|endoftext|>"
 
 # words the synthetic BPE learns merges for: the literature's prompt templates and common concept names
@@ -123,6 +126,8 @@ def standin_configs(base: RegisteredBase | str, scale: str = "real") -> dict[str
     if scale not in SCALES:
         raise ValueError(f"scale must be one of {SCALES}, got {scale!r}")
     configs = {name: base.config(name) for name in ("text_encoder", "unet", "vae", "scheduler")}
+    if base.motion_adapter is not None:
+        configs["motion_adapter"] = base.config("motion_adapter")
     if scale == "real":
         return configs
     sd1 = base.encoder_family == SD1_ENCODER_FAMILY
@@ -142,6 +147,9 @@ def standin_configs(base: RegisteredBase | str, scale: str = "real") -> dict[str
         attention_head_dim=16 if video else ([2, 4] if isinstance(unet["attention_head_dim"], list) else 2),
     )
     configs["vae"].update(block_out_channels=[32, 32, 32, 32], layers_per_block=1, sample_size=64)
+    if "motion_adapter" in configs:  # one motion module per UNet layer, on the reduced UNet's channels
+        configs["motion_adapter"].update(block_out_channels=unet["block_out_channels"], motion_layers_per_block=1,
+                                         motion_num_attention_heads=2)  # fmt: skip
     return configs
 
 
@@ -189,10 +197,10 @@ def build_standin(
     """A randomly initialised pipeline of a registered base, in memory (CPU).
 
     Args:
-        name: a registry name, e.g. "sd-2.1-base" (a StableDiffusionPipeline) or "modelscope-1.7b"
-            (a TextToVideoSDPipeline).
+        name: a registry name, e.g. "sd-2.1-base" (a StableDiffusionPipeline), "modelscope-1.7b"
+            (a TextToVideoSDPipeline) or "animatediff-sd-1.5" (an AnimateDiffPipeline).
         scale: "real" (the published shapes: GBs of memory) or "reduced" (tiny, same structure).
-        seed: seeds the UNet and the VAE.
+        seed: seeds the UNet, the VAE and a motion adapter.
         encoder_seed: seeds the text encoder (default: `seed`). Bases of one encoder family built with the same
             encoder seed share identical encoder tensors, as SD 2.1 and ModelScope do.
         dtype: the dtype of every component. The UNet and VAE are built in it directly, which halves the
@@ -215,7 +223,12 @@ def build_standin(
     unet, vae = (_as_dtype(model, dtype).eval() for model in (unet, vae))
 
     # 3. the pipeline the registry names
-    if base.pipeline_class == "StableDiffusionPipeline":
+    if base.motion_adapter is not None:
+        with _seeded(seed * 1000 + _SEED_OFFSETS["motion_adapter"], dtype):
+            adapter = _as_dtype(MotionAdapter.from_config(configs["motion_adapter"]), dtype).eval()
+        pipe = AnimateDiffPipeline(vae=vae, text_encoder=text_encoder, tokenizer=tokenizer, unet=unet,
+                                   motion_adapter=adapter, scheduler=scheduler)  # fmt: skip
+    elif base.pipeline_class == "StableDiffusionPipeline":
         pipe = StableDiffusionPipeline(vae=vae, text_encoder=text_encoder, tokenizer=tokenizer, unet=unet,
                                        scheduler=scheduler, safety_checker=None, feature_extractor=None,
                                        requires_safety_checker=False)  # fmt: skip

@@ -184,4 +184,4 @@ def test_bad_inputs_are_named(tmp_path, capsys):
     with pytest.raises(ModelNotFoundError, match="registered base"):
         resolve_source("no-such-model")
     assert main(["inspect", "sd-1.5:video"]) == 2
-    assert "SD 1.x has no video counterpart" in capsys.readouterr().err
+    assert "For video use animatediff-sd-1.5" in capsys.readouterr().err

@@ -6,10 +6,18 @@ import sys
 import pytest
 import torch
 from accelerate import init_empty_weights
-from diffusers import StableDiffusionPipeline, TextToVideoSDPipeline, UNet2DConditionModel, UNet3DConditionModel
+from diffusers import (
+    AnimateDiffPipeline,
+    StableDiffusionPipeline,
+    TextToVideoSDPipeline,
+    UNet2DConditionModel,
+    UNet3DConditionModel,
+    UNetMotionModel,
+)
 from transformers import CLIPTextConfig, CLIPTextModel
 
 from t2v_unlearn.encoders.fingerprint import architecture, encoder_fingerprint, tokenizer_fingerprint
+from t2v_unlearn.eval.evaluate import EvalConfig
 from t2v_unlearn.pipelines import load_pipeline, resolve_model
 from t2v_unlearn.pipelines.registry import (
     LITERATURE,
@@ -18,9 +26,11 @@ from t2v_unlearn.pipelines.registry import (
     TINYWORLD_MODEL,
     BaseNotDownloadedError,
     RegistryError,
+    animatediff_for,
     conventions_for,
     get_base,
     model_entry,
+    motion_adapter_folder,
     resolve_registered,
     shared_encoder_architecture,
 )
@@ -90,7 +100,8 @@ def test_a_cached_snapshot_belongs_to_its_base(tmp_path):
 
 
 def test_registry_holds_the_published_facts():
-    assert set(REGISTRY) == {"sd-2.1-base", "sd-2.1", "modelscope-1.7b", "zeroscope-v2-576w", "sd-1.5"}
+    assert set(REGISTRY) == {"sd-2.1-base", "sd-2.1", "modelscope-1.7b", "zeroscope-v2-576w", "sd-1.5",
+                             "animatediff-sd-1.5"}  # fmt: skip
     base, v768 = get_base("sd-2.1-base"), get_base("sd-2.1")
     assert (base.prediction_type, base.unet["sample_size"], base.height) == ("epsilon", 64, 512)
     assert (v768.prediction_type, v768.unet["sample_size"], v768.height) == ("v_prediction", 96, 768)
@@ -103,6 +114,11 @@ def test_registry_holds_the_published_facts():
     sd15 = get_base("sd-1.5")
     assert architecture(sd15.text_encoder)["hidden_size"] == 768 and sd15.text_encoder["hidden_act"] == "quick_gelu"
     assert sd15.tokenizer["pad_token"] == "<|endoftext|>" and base.tokenizer["pad_token"] == "!"
+    animated = get_base("animatediff-sd-1.5")
+    assert animated.repo_id == "guoyww/animatediff-motion-adapter-v1-5-2" and animated.animates == "sd-1.5"
+    assert (animated.text_encoder, animated.tokenizer, animated.unet) == (sd15.text_encoder, sd15.tokenizer, sd15.unet)
+    assert animated.motion_adapter["block_out_channels"] == sd15.unet["block_out_channels"]
+    assert animated.motion_adapter["use_motion_mid_block"] and animated.motion_adapter["motion_max_seq_length"] == 32
     with pytest.raises(KeyError, match="sd-2.1-base"):
         get_base("sd-3")
 
@@ -111,6 +127,7 @@ def test_encoder_families_by_config():
     assert shared_encoder_architecture("sd-2.1-base", "modelscope-1.7b")
     assert shared_encoder_architecture("sd-2.1", "zeroscope-v2-576w")
     assert not shared_encoder_architecture("sd-1.5", "modelscope-1.7b")
+    assert shared_encoder_architecture("sd-1.5", "animatediff-sd-1.5")
 
 
 def test_configs_build_the_published_parameter_counts():
@@ -150,7 +167,53 @@ def test_sd15_is_refused_as_a_video_model_with_the_reason(empty_cache):
     with pytest.raises(RegistryError) as info:
         resolve_model("sd-1.5", "video")
     message = str(info.value)
-    assert "SD 1.x has no video counterpart" in message and "hidden 768 vs 1024" in message
+    assert "use animatediff-sd-1.5" in message and "hidden 768 vs 1024" in message
+    with pytest.raises(RegistryError, match="erase on sd-1.5"):
+        resolve_model("animatediff-sd-1.5", "image")
+
+
+@pytest.fixture
+def animatediff_cache(empty_cache):
+    """SD 1.5 and AnimateDiff's v1-5-2 motion adapter, reduced stand-ins, laid out as the hub caches them."""
+    animated = build_standin("animatediff-sd-1.5", scale="reduced")
+    sd15 = build_standin("sd-1.5", scale="reduced")
+    base = fake_snapshot(empty_cache, "stable-diffusion-v1-5/stable-diffusion-v1-5", sd15)
+    adapter = fake_snapshot(empty_cache, "guoyww/animatediff-motion-adapter-v1-5-2")
+    animated.motion_adapter.save_pretrained(adapter)
+    return {"base": base, "adapter": adapter, "animated": animated, "cache": empty_cache}
+
+
+def test_the_animatediff_pair_loads_from_two_cached_repos(animatediff_cache):
+    assert resolve_registered("animatediff-sd-1.5", "video") == animatediff_cache["base"]  # the encoder's home
+    assert motion_adapter_folder("animatediff-sd-1.5") == animatediff_cache["adapter"]
+    assert motion_adapter_folder("sd-1.5") is None
+    assert animatediff_for("sd-1.5") == animatediff_for(animatediff_cache["base"]) == "animatediff-sd-1.5"
+    assert animatediff_for("sd-2.1-base") is None and animatediff_for("tinyworld") is None
+    assert EvalConfig(model="sd-1.5", kind="all").model_for("animatediff") == "animatediff-sd-1.5"
+    pipe = load_pipeline("video", "animatediff-sd-1.5", progress=False)
+    assert isinstance(pipe, AnimateDiffPipeline) and isinstance(pipe.unet, UNetMotionModel)
+    image = load_pipeline("image", "sd-1.5", progress=False)
+    # one encoder: SD 1.5's own, bit for bit, and the adapter's motion modules as saved
+    assert encoder_fingerprint(pipe.text_encoder) == encoder_fingerprint(image.text_encoder)
+    assert tokenizer_fingerprint(pipe.tokenizer) == tokenizer_fingerprint(image.tokenizer)
+    saved = animatediff_cache["animated"].motion_adapter.state_dict()
+    loaded = pipe.unet.down_blocks[0].motion_modules.state_dict()
+    assert all(torch.equal(t, saved[f"down_blocks.0.motion_modules.{k}"]) for k, t in loaded.items())
+    frames = pipe("a dog running", num_frames=3, height=64, width=64, num_inference_steps=1, output_type="np").frames
+    assert frames.shape == (1, 3, 64, 64, 3)
+
+
+def test_an_absent_adapter_or_base_says_which_repo_to_download(animatediff_cache):
+    import shutil
+
+    cache, adapter_repo = animatediff_cache["cache"], "guoyww/animatediff-motion-adapter-v1-5-2"
+    shutil.rmtree(animatediff_cache["adapter"].parents[1])
+    with pytest.raises(BaseNotDownloadedError, match=f'hf download {adapter_repo} --include "config.json"'):
+        load_pipeline("video", "animatediff-sd-1.5", progress=False)
+    animatediff_cache["animated"].motion_adapter.save_pretrained(fake_snapshot(cache, adapter_repo))
+    shutil.rmtree(animatediff_cache["base"].parents[1])
+    with pytest.raises(BaseNotDownloadedError, match="stable-diffusion-v1-5/stable-diffusion-v1-5"):
+        resolve_model("animatediff-sd-1.5", "video")
 
 
 def test_video_base_refused_as_image_model_points_to_an_image_base(empty_cache):
@@ -225,3 +288,24 @@ def test_standin_tokenizer_is_the_same_in_every_process():
     tokenizer = standin_tokenizer("modelscope-1.7b")
     assert tokenizer.tokenize("a photo of a dog") == ["a</w>", "p", "ho", "t", "o</w>", "of</w>", "a</w>", "dog</w>"]
     assert tokenizer("a dog").input_ids[0] == tokenizer.bos_token_id and len(tokenizer) < 1000
+
+
+def test_an_encoder_erased_on_sd15_runs_in_the_animatediff_pair(animatediff_cache, tmp_path):
+    import numpy as np
+
+    from t2v_unlearn.encoders import EraseConfig, erase_concept, save_checkpoint
+    from t2v_unlearn.encoders import load_pipeline as load_with_checkpoint
+    from t2v_unlearn.encoders.inspect import inspect_sources, resolve_source
+
+    image = load_pipeline("image", "sd-1.5", progress=False)
+    shots = {"snoopy": np.random.default_rng(0).integers(0, 256, (2, 64, 64, 3), dtype=np.uint8)}
+    config = EraseConfig(num_shots=2, batch_size=2, max_steps=2, stop_rule="max-steps", preserve_batch=2)
+    result = erase_concept(image, ["snoopy"], config, progress=False, shots=shots)
+    folder = save_checkpoint(tmp_path / "erased", result, image.text_encoder, image.tokenizer, config, "sd-1.5", {})
+    # the fit checks pass without --force: the pair runs sd-1.5's own encoder
+    video = load_with_checkpoint("video", "animatediff-sd-1.5", text_encoder=folder, progress=False)
+    assert isinstance(video, AnimateDiffPipeline)
+    assert encoder_fingerprint(video.text_encoder) == encoder_fingerprint(result.text_encoder)
+    assert encoder_fingerprint(video.text_encoder) != encoder_fingerprint(image.text_encoder)
+    report = inspect_sources(resolve_source("sd-1.5"), resolve_source("animatediff-sd-1.5"))
+    assert report["answer"]["shared"] is True
