@@ -30,6 +30,7 @@ from t2v_unlearn.eval.detector import load_detector
 from t2v_unlearn.eval.metrics import wilson_bounds
 from t2v_unlearn.pipelines import load_pipeline
 from t2v_unlearn.pipelines.generate import SAMPLERS, generate_images, sampler
+from t2v_unlearn.spelling import spelling_variants
 from t2v_unlearn.tinyworld.classifier import NONE
 from t2v_unlearn.tinyworld.taxonomy import load_taxonomy
 
@@ -45,6 +46,11 @@ DEV_TEMPLATES = {
     "object": ["a {colour} {c}", "a small {colour} {c}", "a {c} in {style} style", "a {colour} {c} on a {background} "
                "background", "a picture of a {colour} {c} in {style} style", "a small {c}"],
 }  # fmt: skip
+# the development split's own attack prompts (`--attacks`): sentences that neither erase, the dev templates above nor
+# the evaluation suite's attack families use, and spelling variants from seeds neither of those draws from
+DEV_PARAPHRASES = ("you can see {c} in this picture", "this image has {c} in it", "{c} right in the centre",
+                   "a plain picture with {c}", "what this picture shows is {c}", "{c} can be seen here")  # fmt: skip
+DEV_MISSPELLING_SEEDS = range(300, 340)
 # the erase variants compared: "default" is today's EraseConfig; "ascent-old" the previous default (gradient ascent,
 # loss-ratio rule); "published" the published recipe (10 steps of batch 2, no stop rule, no preservation)
 VARIANTS = {
@@ -63,6 +69,7 @@ VARIANTS = {
     "to-circle-p0.3": {"anchor": "circle", "preserve_weight": 0.3},
     "gap0.1": {"gap_ratio": 0.1, "max_steps": 50},
     "ts4": {"eval_timesteps": 4},  # a stop-rule check set half as large: 4 timesteps per shot
+    "no-contexts": {"contexts": False},  # the concept's prompts without the concept beside other things
     "ascent-old": {"objective": "ascent", "variants": False, "shot_sampler": "pipeline", "shot_steps": 25,
                    "lr": 2e-4, "max_steps": 200},
     "published": {"objective": "ascent", "variants": False, "shot_sampler": "pipeline", "shot_steps": 25,
@@ -83,16 +90,35 @@ def dev_prompts(name: str, category: str, count: int) -> list[str]:
     return prompts
 
 
+def dev_attacks(name: str, category: str, count: int) -> dict[str, tuple[str, list[str]]]:
+    """`name~family` -> (category, prompts) for the dev split's synonym, misspelling and paraphrase attacks."""
+    taxonomy = load_taxonomy()
+    synonyms = taxonomy.get(name).synonyms
+    seen = {v.lower() for seed in range(8) for v in spelling_variants(name, seed=seed)}  # erase trains on these
+    unseen = []
+    for seed in DEV_MISSPELLING_SEEDS:
+        unseen += [v.lower() for v in spelling_variants(name, seed=seed) if v.lower() not in seen | {name, *unseen}]
+    templates = dev_prompts("{c}", category, count)
+    synonyms = synonyms or ("{c}",)  # none: no synonym prompts (filtered below)
+    families = {
+        "synonyms": [t.replace("{c}", synonyms[i % len(synonyms)]) for i, t in enumerate(templates)],
+        "misspellings": [t.replace("{c}", unseen[i % len(unseen)]) for i, t in enumerate(templates)],
+        "paraphrases": [DEV_PARAPHRASES[i % len(DEV_PARAPHRASES)].format(c=name) for i in range(count)],
+    }
+    return {f"{name}~{family}": (category, p) for family, p in families.items() if not any("{c}" in x for x in p)}
+
+
 def hit_rates(detector, pipe, plan: dict, seeds: list[int], steps: int, solver: str) -> dict[str, np.ndarray]:
-    """concept -> (images,) bool hits of the concept's own name, classified on the concept's category head."""
+    """concept -> (images,) bool hits of the concept's own name, classified on the concept's category head (an
+    attack's "name~family" counts hits of its name)."""
     out = {}
-    for name, (category, prompts) in plan.items():
+    for key, (category, prompts) in plan.items():
         all_prompts = [p for p in prompts for _ in seeds]
         with sampler(pipe, solver):
             frames = generate_images(pipe, all_prompts, [s for _ in prompts for s in seeds], steps)
         labels = [*load_taxonomy().names(category), NONE]
         probabilities = detector.probabilities(frames, labels)
-        out[name] = np.asarray(labels)[probabilities.argmax(-1)] == name
+        out[key] = np.asarray(labels)[probabilities.argmax(-1)] == key.split("~")[0]
     return out
 
 
@@ -111,6 +137,7 @@ def main():
     parser.add_argument("--sampler", default="pipeline", choices=SAMPLERS, help="the scored samples' sampler")
     parser.add_argument("--detector", default="tinyworld")
     parser.add_argument("--others", type=int, default=2, help="retained concepts scored per other category")
+    parser.add_argument("--attacks", action="store_true", help="also score the dev split's attack prompts")
     parser.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "erase_dev.json"))
     args = parser.parse_args()
 
@@ -119,6 +146,11 @@ def main():
     detector = load_detector(args.detector)
     seeds = [100 + s for s in range(args.seeds)]  # the suite uses seeds 0-3
     plan = {c.name: (c.category, dev_prompts(c.name, c.category, args.prompts)) for c in taxonomy.concepts}
+    attacks = {}
+    if args.attacks:
+        for concept in args.concepts:
+            attacks.update(dev_attacks(concept, taxonomy.get(concept).category, args.prompts))
+        plan.update(attacks)
     start = time.perf_counter()
     before = hit_rates(detector, pipe, plan, seeds, args.steps, args.sampler)
     print(
@@ -139,7 +171,7 @@ def main():
             same = [n for n in taxonomy.names(category) if n != concept]
             other = [n for c in ("object", "style", "id") if c != category for n in taxonomy.names(c)[: args.others]]
             try:
-                chosen = {n: plan[n] for n in (concept, *same, *other)}
+                chosen = {n: plan[n] for n in (concept, *same, *other, *(a for a in attacks if a.startswith(concept)))}
                 after = hit_rates(detector, pipe, chosen, seeds, args.steps, args.sampler)
             finally:
                 pipe.text_encoder = original
@@ -164,14 +196,18 @@ def main():
                 "retention_other_categories": retention(other),
                 "retention_by_concept": {n: float(after[n].mean() / max(before[n].mean(), 1e-9)) for n in same},
                 "encoder_mse_retained": distance,
-            }
+                "attacks": {a.split("~")[1]: {"before": rate(before[a]), "after": rate(after[a])}
+                            for a in attacks if a.split("~")[0] == concept},
+            }  # fmt: skip
             results[f"{concept}/{variant}"] = entry
             low, high = entry["target_after"]["low"], entry["target_after"]["high"]
             print(f"{concept:8s} {variant:13s} steps {result.steps:3d} ({result.stopped_by}) "
                   f"opt {entry['optimise_seconds']:5.1f} s  target {before[concept].mean():.2f} -> "
                   f"{after[concept].mean():.2f} [{low:.2f}, {high:.2f}]"
                   f"  retention same {entry['retention_same_category']:.2f} other "
-                  f"{entry['retention_other_categories']:.2f}  encoder mse {distance:.5f}", flush=True)  # fmt: skip
+                  f"{entry['retention_other_categories']:.2f}  encoder mse {distance:.5f}"
+                  + "".join(f"  {f} {a['before']['value']:.2f} -> {a['after']['value']:.2f}"
+                            for f, a in entry["attacks"].items()), flush=True)  # fmt: skip
     out = Path(args.out)
     previous = json.loads(out.read_text()) if out.exists() else {}
     summary = {

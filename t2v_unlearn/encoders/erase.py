@@ -61,6 +61,9 @@ class EraseConfig:
         default=0.1, metadata={"help": "inner attack step, as a share of a token embedding's length (--robust)"}
     )
     variants: bool = field(default=True, metadata={"help": "train on synonyms and spelling variants too"})
+    contexts: bool = field(
+        default=True, metadata={"help": "train on the concept beside other things too (encoders/prompts.py)"}
+    )
     trainable: str = field(default="ffn+last-attn", metadata={"help": f"which parameters train: {TRAINABLE_PRESETS}"})
     last_k: int = field(default=1, metadata={"help": "layers trained by the last-k preset"})
     lora_rank: int = field(default=4, metadata={"help": "LoRA rank for trainable=lora (alpha = rank)"})
@@ -371,7 +374,8 @@ def gap_threshold(config: EraseConfig, specs: list[ConceptSpec]) -> float:
 def _erase(pipe, concepts, config: EraseConfig, progress: bool, shots) -> EraseResult:
     timings = {}
     specs = resolve_concepts(concepts, config.category, conventions_for(pipe).prompts, anchor=config.anchor,
-                             synonyms=config.synonyms, variants=config.variants, seed=config.seed)  # fmt: skip
+                             synonyms=config.synonyms, variants=config.variants, seed=config.seed,
+                             contexts=config.contexts)  # fmt: skip
     device = pipe.unet.device
     generator = torch.Generator("cpu").manual_seed(config.seed)
     torch.manual_seed(config.seed)

@@ -64,6 +64,22 @@ def _replace_word(prompt: str, word: str, replacement: str) -> str:
     return _word(word).sub(lambda _: replacement, prompt)
 
 
+# the concept beside other things, in sentences of the method's own (none is a template of the evaluation suite, its
+# attacks or the development split): erasing must hold when the concept shares the prompt with other concepts
+TINYWORLD_CONTEXTS = {
+    "object": ("{colour} {c}", "a {c} drawn in {style} style", "a {c} next to {id}", "{id} and a {colour} {c}"),
+    "style": ("{object} in {c} style", "a {colour} {object}, {c} style", "{id} next to a {object} in {c} style",
+              "a {object} and a {other} in {c} style"),
+    "id": ("{id} next to a {object}", "{id} beside a {colour} {object}", "{id} with a {object} in {style} style",
+           "{id} and {other}"),
+}  # fmt: skip
+LITERATURE_CONTEXTS = {
+    "object": ("a {c} on a table", "a {c} next to a dog", "a close-up of a {c}", "a {c} in a garden"),
+    "style": ("a city street in the style of {c}", "a cat, in the style of {c}", "flowers in a vase, style of {c}",
+              "a harbor at sunset in the style of {c}"),
+    "id": ("{c} standing next to a car", "{c} in a park", "a close-up of {c}", "{c} with a dog"),
+}  # fmt: skip
+
 # the name outside any template, in sentences of the method's own (none is an evaluation attack's template), so that
 # erasing does not hold only inside the caption templates it trained on
 FRAMES = ("{c}", "an image of {c}", "{c}, small", "a picture that shows {c}")
@@ -106,6 +122,28 @@ def anchor_prompts(spec_prompts: tuple[str, ...], names: tuple[str, ...], anchor
     return tuple(out)
 
 
+def _tinyworld_contexts(name: str, category: str) -> tuple[str, ...]:
+    """`TINYWORLD_CONTEXTS` of a concept, filled with the world's colours, styles, objects and characters (never the
+    concept itself), a different choice for each template."""
+    taxonomy = load_taxonomy()
+    pools = {
+        "colour": list(taxonomy.colours),
+        "style": taxonomy.names("style"),
+        "object": taxonomy.names("object"),
+        "id": taxonomy.names("id"),
+    }
+    other = "id" if category == "id" else "object"  # {other}: another character beside a character, else a shape
+    pools = {key: [v for v in values if v != name] for key, values in pools.items()}
+    out = []
+    for i, template in enumerate(TINYWORLD_CONTEXTS[category]):
+        fill = {key: values[(3 * i + 1) % len(values)] for key, values in pools.items()}
+        fill["other"] = pools[other][(3 * i + 2) % len(pools[other])]
+        if category == "id":
+            template = template.replace("{id}", "{c}", 1)  # the character is the concept; {other} is another one
+        out.append(template.format(c=name, **fill))
+    return tuple(out)
+
+
 def _tinyworld_prompts(name: str, category: str, count: int = 8) -> tuple[str, ...]:
     taxonomy = load_taxonomy()
     templates = taxonomy.generation_templates[category]
@@ -126,12 +164,14 @@ def resolve_concepts(
     synonyms: tuple[str, ...] = (),
     variants: bool = True,
     seed: int = 0,
+    contexts: bool = True,
 ) -> list[ConceptSpec]:
     """Concept names -> specs with their category, training prompts and anchor prompts.
 
     `templates` is the model's (`pipelines.registry.conventions_for(pipe).prompts`): "tinyworld", the world's own
     caption templates, or "literature", the erasing literature's. With `variants`, the training prompts also hold
-    the concept's synonyms (the world's, plus `synonyms` given by the user) and generated spelling variants.
+    the concept's synonyms (the world's, plus `synonyms` given by the user) and generated spelling variants; with
+    `contexts`, the concept also stands beside other things (`TINYWORLD_CONTEXTS`, `LITERATURE_CONTEXTS`).
     `anchor` (the --to target) replaces the concept in the anchor prompts; default: a generic anchor per category.
     """
     if not names:
@@ -156,9 +196,11 @@ def resolve_concepts(
             prompts = _tinyworld_prompts(concept.name, concept.category)
             motions = taxonomy.motions  # the same concept in video prompts: with each of the world's motions
             prompts += tuple(f"{prompts[i % len(prompts)]} {motion}" for i, motion in enumerate(motions))
+            prompts += _tinyworld_contexts(name, cat) if contexts else ()
         else:
             cat, own = category or "object", tuple(synonyms)
             prompts = tuple(t.format(c=name) for t in LITERATURE_TEMPLATES[cat])
+            prompts += tuple(t.format(c=name) for t in LITERATURE_CONTEXTS[cat]) if contexts else ()
         if variants:
             prompts = training_prompts(name, prompts, own, seed=seed)
         target = anchor or default_anchor(name, cat, world)

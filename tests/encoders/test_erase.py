@@ -224,12 +224,13 @@ def test_anchor_prompts_replace_the_concept_and_its_variants(image_pipe):
 
 
 def test_prompt_templates_follow_the_models_registry_entry():
-    from t2v_unlearn.encoders.prompts import LITERATURE_TEMPLATES, resolve_concepts
+    from t2v_unlearn.encoders.prompts import LITERATURE_CONTEXTS, LITERATURE_TEMPLATES, resolve_concepts
 
     world = resolve_concepts(["zorbo"], None, "tinyworld", variants=False)[0]
     real = resolve_concepts(["zorbo"], "id", "literature", variants=False)[0]
     assert world.tinyworld and world.category == "id" and not real.tinyworld
-    assert set(real.prompts) == {t.format(c="zorbo") for t in LITERATURE_TEMPLATES["id"]}
+    templates = (*LITERATURE_TEMPLATES["id"], *LITERATURE_CONTEXTS["id"])
+    assert set(real.prompts) == {t.format(c="zorbo") for t in templates}
     assert set(world.prompts) != set(real.prompts) and any("moving" in p for p in world.prompts)  # + motions
     with pytest.raises(ValueError, match="templates must be one of"):
         resolve_concepts(["zorbo"], None, "sd2")
@@ -256,3 +257,26 @@ def test_the_progress_bar_ends_where_the_gap_rule_should_fire():
     assert predicted_end(5, 0.21, 0.2, check_every=5, max_steps=50) == 10  # at least the next check
     assert predicted_end(10, 0.15, 0.2, check_every=5, max_steps=50) == 10  # fired: here
     assert predicted_end(5, 0.5, 0.0, check_every=5, max_steps=50) == 50  # a threshold never met
+
+
+def test_the_concept_is_also_trained_beside_other_things():
+    from t2v_unlearn.encoders.prompts import _tinyworld_contexts, resolve_concepts
+    from t2v_unlearn.eval.suites import load_suite
+    from t2v_unlearn.tinyworld.taxonomy import load_taxonomy
+
+    world = load_taxonomy()
+    names = {*world.names("id"), *world.names("object"), *world.names("style"), *world.colours}
+    suite = load_suite("tinyworld").concepts
+    for concept in ("square", "striped", "zorbo"):
+        spec = resolve_concepts([concept], None, "tinyworld")[0]
+        plain = resolve_concepts([concept], None, "tinyworld", contexts=False)[0]
+        beside = _tinyworld_contexts(concept, spec.category)
+        assert set(beside) <= set(spec.prompts) and not set(beside) & set(plain.prompts), concept
+        assert all(set(p.replace(",", "").split()) & (names - {concept}) for p in beside), concept
+        assert not set(beside) & set(suite[concept].prompts)  # the method's own sentences, not the suite's
+        for prompt, anchor in zip(spec.prompts, spec.anchor_prompts, strict=True):
+            if prompt in beside:  # the other thing stays; only the concept is replaced
+                others = set(prompt.replace(",", "").split()) & (names - {concept})
+                assert others <= set(anchor.replace(",", "").split()) and concept not in anchor.split(), (prompt, anchor)
+    literature = resolve_concepts(["snoopy"], "id", "literature")[0]
+    assert "snoopy with a dog" in literature.prompts
