@@ -276,7 +276,8 @@ def test_the_concept_is_also_trained_beside_other_things():
         assert not set(beside) & set(suite[concept].prompts)  # the method's own sentences, not the suite's
         for prompt, anchor in zip(spec.prompts, spec.anchor_prompts, strict=True):
             if prompt in beside:  # the other thing stays; only the concept is replaced
+                words = set(anchor.replace(",", "").split())
                 others = set(prompt.replace(",", "").split()) & (names - {concept})
-                assert others <= set(anchor.replace(",", "").split()) and concept not in anchor.split(), (prompt, anchor)
+                assert others <= words and concept not in words, (prompt, anchor)
     literature = resolve_concepts(["snoopy"], "id", "literature")[0]
     assert "snoopy with a dog" in literature.prompts
