@@ -106,14 +106,13 @@ def load_pipeline(
             accelerate): peak GPU memory drops to the largest model. Ignored on the CPU.
         vae_slicing: decode one image, or one video frame, at a time: less memory for the same output.
     """
-    path = resolve_model(model, kind)
-    found = pipeline_class_name(path)
-    classes = {c.__name__: c for c in PIPELINE_CLASSES[kind]}
-    extra = {}
-    from .registry import motion_adapter_folder  # a registered AnimateDiff pair: the image base plus its adapter
+    from .registry import motion_adapter_folder
 
+    path = resolve_model(model, kind)
+    found, extra = pipeline_class_name(path), {}
+    classes = {c.__name__: c for c in PIPELINE_CLASSES[kind]}
     adapter = motion_adapter_folder(str(model)) if kind == "video" and not Path(model).expanduser().is_dir() else None
-    if adapter is not None:
+    if adapter is not None:  # a registered AnimateDiff pair: the image base's folder, animated by the adapter
         with warnings.catch_warnings(), _quiet_loading():
             warnings.simplefilter("ignore", FutureWarning)
             extra["motion_adapter"] = MotionAdapter.from_pretrained(adapter, dtype=dtype)
