@@ -111,7 +111,7 @@ class EraseConfig:
                           "of the loss with an empty prompt: the prompt tells the UNet less than no prompt at all"},
     )  # fmt: skip
     check_every: int = field(default=5, metadata={"help": "steps between two checks of the stop rule"})
-    eval_timesteps: int = field(default=8, metadata={"help": "fixed timesteps per shot in the stop-rule check"})
+    eval_timesteps: int = field(default=4, metadata={"help": "fixed timesteps per shot in the stop-rule check"})
     preserve_weight: float = field(default=1.0, metadata={"help": "weight of the preservation term; 0 disables"})
     preserve_batch: int = field(default=16, metadata={"help": "retained prompts per step in the preservation term"})
     category: str | None = field(default=None, metadata={"help": "object, style or id; default: looked up"})
