@@ -83,6 +83,13 @@ class EvalConfig:
         default=None, metadata={"help": "score the video files in this folder instead", "metavar": "DIR"}
     )
     seed: int = field(default=0, metadata={"help": "offset added to the suite's seeds; also the bootstrap seed"})
+    seeds: int | None = field(
+        default=None,
+        metadata={
+            "help": "seeds per prompt, 0 to N-1 (default: the plan's); more narrow the intervals",
+            "metavar": "N",
+        },
+    )
     # DPM-Solver++ at 12 steps: the hit rates of the pipeline's DDIM at 25, in 40% of the time (docs/BENCHMARKS.md)
     steps: int = field(default=12, metadata={"help": "denoising steps"})
     sampler: str = field(default="dpm-solver", metadata={"help": f"scheduler: {', '.join(SAMPLERS)}"})
@@ -105,6 +112,8 @@ class EvalConfig:
         self.attacks = parse_attacks(self.attacks)
         if self.frames_scored is not None and self.frames_scored < 1:
             raise ValueError(f"--frames-scored must be at least 1 (got {self.frames_scored}); omit it to score all")
+        if self.seeds is not None and self.seeds < 1:
+            raise ValueError(f"--seeds must be at least 1 (got {self.seeds}); omit it for the plan's seeds")
         if self.sampler not in SAMPLERS:
             raise ValueError(f"--sampler must be one of {', '.join(SAMPLERS)}, got {self.sampler!r}")
 
@@ -427,6 +436,7 @@ def evaluate(config: EvalConfig, root: Path, gallery_concepts: int = 2) -> tuple
     attack_plan = {}
     for kind in config.kinds():
         concepts, prompts, seeds = suite.plan(targets, quick=config.quick, kind=PIPELINE_KIND[kind])
+        seeds = range(config.seeds) if config.seeds else seeds
         plans[kind] = (concepts, prompts, [config.seed + s for s in seeds])
         rows += make_rows(kind, config.model_for(kind), encoders, prompts, plans[kind][2])
         count = len(next(iter(prompts.values())))

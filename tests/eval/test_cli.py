@@ -10,6 +10,7 @@ import torch
 
 from t2v_unlearn.commands.eval import add_arguments as add_eval_arguments
 from t2v_unlearn.commands.eval import run as run_eval
+from t2v_unlearn.eval.evaluate import EvalConfig
 from t2v_unlearn.pipelines.video_io import write_gif
 
 HEADLINE = ("erasure", "retention", "harmonic_mean")
@@ -249,3 +250,16 @@ def test_eval_measures_the_animatediff_transfer_in_the_same_report(image_pipe, c
     ]
     assert run_eval(_parse(argv)) == 2
     assert "--animatediff-model" in capsys.readouterr().err
+
+
+def test_more_seeds_per_prompt_narrow_the_plan(checkpoint, tiny_clip_dir, tmp_path, capsys):
+    out = tmp_path / "seeds"
+    argv = ["--text-encoder", str(checkpoint), "--quick", "--kind", "image", "--seeds", "3", "--steps", "2",
+            "--suite", "tinyworld", "--detector", str(tiny_clip_dir), "--bootstrap-resamples", "50", "--no-progress",
+            "--out", str(out)]  # fmt: skip
+    assert run_eval(_parse(argv)) == 0, capsys.readouterr().err
+    zorbo = json.loads((out / "metrics.json").read_text())["image"]["concepts"]["zorbo"]
+    assert zorbo["n_seeds"] == 3 and zorbo["n_prompts"] == 4  # the quick plan's prompts, 3 seeds each
+    assert (out / "samples/image/original/zorbo/p00_s2.npy").is_file()
+    with pytest.raises(ValueError, match="--seeds must be at least 1"):
+        EvalConfig(seeds=0)
