@@ -56,6 +56,8 @@ def transfer_table(results: dict, variant: str = "default") -> list[str]:
         if run_variant != variant:
             continue
         for kind, label in (("image", "images"), ("video", "video frames")):
+            if kind not in entry:  # a run of one kind only (--kind)
+                continue
             e = entry[kind]
             rows.append(f"| {concept} | {label} | {e['target_before']:.2f} -> {e['target_after']:.2f} | "
                         f"{fmt(e['erasure'])} | {fmt(e['retention_same_category'])} | "
@@ -82,6 +84,8 @@ def main():
     )
     parser.add_argument("--sampler", default="pipeline", help="eval's sampler (pipeline, dpm-solver, unipc)")
     parser.add_argument("--steps", type=int, default=25, help="eval's denoising steps")
+    parser.add_argument("--seeds", type=int, help="seeds per prompt (eval --seeds; default: the plan's)")
+    parser.add_argument("--kind", default="both", choices=["image", "video", "both"], help="what eval generates")
     args = parser.parse_args()
     if args.table_only:
         print("\n".join(transfer_table(json.loads(Path(args.out).read_text())["results"])))
@@ -106,13 +110,15 @@ def main():
                 attacks=attacks,
                 sampler=args.sampler,
                 steps=args.steps,
+                seeds=args.seeds,
+                kind=args.kind,
             )
             # samples are cached by row, not by sampler: one folder per sampling setting
             metrics, _ = evaluate(eval_config, work / f"samples-{args.sampler}-{args.steps}")
             entry = {"steps": result.steps, "stopped_by": result.stopped_by, "erase_seconds": round(seconds, 1),
                      "attacks": metrics.get("attacks", {}),
                      "collateral_encoder": metrics["collateral_encoder"]}  # fmt: skip
-            for kind in ("image", "video"):
+            for kind in eval_config.kinds():
                 before, after = target_rates(metrics, kind, concept)
                 entry[kind] = {
                     "target_before": before,
@@ -123,19 +129,26 @@ def main():
                     "target_after_interval": metrics[kind]["concepts"][concept]["unlearned"]["m_score"],
                 }  # fmt: skip
             results[f"{concept}/{variant}"] = entry
+
+            def cell(kind, show, entry=entry):
+                return show(entry[kind]) if kind in entry else "-"
+
+            def rates(e):
+                return f"{e['target_before']:.2f} -> {e['target_after']:.2f} {fmt(e['target_after_interval'])}"
+
             row = (
                 f"| {concept} | {variant} | {result.steps} ({result.stopped_by}) | "
-                f"{entry['image']['target_before']:.2f} -> {entry['image']['target_after']:.2f} | "
-                f"{entry['video']['target_before']:.2f} -> {entry['video']['target_after']:.2f} | "
-                f"{fmt(entry['image']['retention'])} | {fmt(entry['video']['retention'])} | "
-                f"{fmt(entry['image']['harmonic_mean'])} | {fmt(entry['video']['harmonic_mean'])} |"
+                f"{cell('image', rates)} | {cell('video', rates)} | "
+                f"{cell('image', lambda e: fmt(e['retention']))} | {cell('video', lambda e: fmt(e['retention']))} | "
+                f"{cell('image', lambda e: fmt(e['harmonic_mean']))} | "
+                f"{cell('video', lambda e: fmt(e['harmonic_mean']))} |"
             )
             rows.append(row)
             print(row, flush=True)
             out = Path(args.out)
             out.parent.mkdir(parents=True, exist_ok=True)
             previous = json.loads(out.read_text()) if out.exists() else {}
-            plan = "full" if args.full else "quick"
+            plan = ("full" if args.full else "quick") + (f", {args.seeds} seeds" if args.seeds else "")
             if previous.get("plan") == plan:  # runs of other concepts or variants are kept
                 results = {**previous["results"], **results}
                 rows = [r for r in previous["table"] if r not in rows] + rows
