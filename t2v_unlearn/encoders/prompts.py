@@ -84,14 +84,6 @@ LITERATURE_CONTEXTS = {
 # erasing does not hold only inside the caption templates it trained on
 FRAMES = ("{c}", "an image of {c}", "{c}, small", "a picture that shows {c}")
 SYNONYM_CONTEXTS = 3  # contexts each synonym is trained in
-MISSPELLING_SEEDS = 4  # spelling_variants draws of these many seeds (from the config's seed): about 10 misspellings
-
-
-def misspellings(name: str, seed: int = 0) -> list[str]:
-    """The spelling variants erase trains on: `spelling_variants` of `MISSPELLING_SEEDS` consecutive seeds, once each.
-    (The misspelling attack draws from seeds 100 on and leaves out those of seeds 0-7: eval/attacks.py.)"""
-    variants = [v for k in range(MISSPELLING_SEEDS) for v in spelling_variants(name, seed=seed + k)]
-    return list(dict.fromkeys(variants))
 
 
 def training_prompts(name: str, prompts: tuple[str, ...], synonyms: tuple[str, ...], seed: int = 0) -> tuple[str, ...]:
@@ -103,7 +95,7 @@ def training_prompts(name: str, prompts: tuple[str, ...], synonyms: tuple[str, .
         out += [
             _replace_word(prompts[(i + k * stride) % len(prompts)], name, synonym) for k in range(SYNONYM_CONTEXTS)
         ]
-    for i, variant in enumerate(misspellings(name, seed), start=len(synonyms)):
+    for i, variant in enumerate(spelling_variants(name, seed=seed), start=len(synonyms)):
         out.append(_replace_word(prompts[i % len(prompts)], name, variant))
     out += [frame.format(c=word) for word in (name, *synonyms) for frame in FRAMES]
     return tuple(dict.fromkeys(out))
@@ -214,7 +206,7 @@ def resolve_concepts(
         target = anchor or default_anchor(name, cat, world)
         if target.strip().lower() == name.lower():
             raise ValueError(f"--to {target!r} is the concept itself; pass another concept to replace it with")
-        words = (name, *own, *misspellings(name, seed))
+        words = (name, *own, *spelling_variants(name, seed=seed))
         specs.append(ConceptSpec(name, cat, prompts, own, tinyworld=world, anchor=target,
                                  anchor_prompts=anchor_prompts(prompts, words, target)))  # fmt: skip
     if len({s.name for s in specs}) != len(specs):
