@@ -33,6 +33,8 @@ VARIANTS = {
     "plain": {"preserve_weight": 0.0},
     "lora": {"trainable": "lora"},
     "robust": {"robust": True},
+    "no-contexts": {"contexts": False},  # without the concept beside other things
+    "gap0.1": {"gap_ratio": 0.1},  # the anchor-gap rule's stricter threshold (the default for objects)
 }
 ATTACKS = ["synonyms", "misspellings", "paraphrases", "descriptions", "embedding"]
 
