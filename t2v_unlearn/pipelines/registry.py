@@ -22,7 +22,7 @@ from __future__ import annotations
 import copy
 import json
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from .load import KINDS, TINYWORLD, TINYWORLD_ANIMATEDIFF, ModelNotFoundError, tinyworld_path
@@ -269,6 +269,28 @@ class RegisteredBase:
         return f"hf download {self.repo_id} --include {patterns}"
 
 
+# sd-1.5, named here because the AnimateDiff pair is derived from it
+_SD15 = RegisteredBase(
+    name="sd-1.5",
+    repo_id="stable-diffusion-v1-5/stable-diffusion-v1-5",
+    aliases=("runwayml/stable-diffusion-v1-5",),
+    kinds=("image",),
+    pipeline_class="StableDiffusionPipeline",
+    encoder_family=SD1_ENCODER_FAMILY,
+    text_encoder=CLIP_L14_TEXT,
+    tokenizer=SD1_TOKENIZER,
+    unet_class="UNet2DConditionModel",
+    unet=SD15_UNET,
+    vae={**SD_VAE, "sample_size": 512},
+    scheduler_class="PNDMScheduler",
+    scheduler={**_SD_SCHEDULE, "prediction_type": "epsilon"},
+    height=512,
+    width=512,
+    encoder_note="CLIP ViT-L/14 text tower (hidden 768, 12 layers); animatediff-sd-1.5 animates it with "
+    "this very encoder",
+)
+
+
 REGISTRY: dict[str, RegisteredBase] = {
     base.name: base
     for base in (
@@ -342,41 +364,17 @@ REGISTRY: dict[str, RegisteredBase] = {
             encoder_note="fine-tuned from ModelScope; whether its encoder still equals sd-2.1's is not established: "
             "compare tensor by tensor with `t2v-unlearn inspect zeroscope-v2-576w sd-2.1-base`",
         ),
-        RegisteredBase(
-            name="sd-1.5",
-            repo_id="stable-diffusion-v1-5/stable-diffusion-v1-5",
-            aliases=("runwayml/stable-diffusion-v1-5",),
-            kinds=("image",),
-            pipeline_class="StableDiffusionPipeline",
-            encoder_family=SD1_ENCODER_FAMILY,
-            text_encoder=CLIP_L14_TEXT,
-            tokenizer=SD1_TOKENIZER,
-            unet_class="UNet2DConditionModel",
-            unet=SD15_UNET,
-            vae={**SD_VAE, "sample_size": 512},
-            scheduler_class="PNDMScheduler",
-            scheduler={**_SD_SCHEDULE, "prediction_type": "epsilon"},
-            height=512,
-            width=512,
-            encoder_note="CLIP ViT-L/14 text tower (hidden 768, 12 layers); animatediff-sd-1.5 animates it with "
-            "this very encoder",
-        ),
-        RegisteredBase(
+        _SD15,
+        # AnimateDiff animates sd-1.5: its snapshot's encoder, tokenizer, VAE, image UNet and scheduler, plus the
+        # motion adapter of this repo (AnimateDiffPipeline wraps the UNet in a UNetMotionModel)
+        replace(
+            _SD15,
             name="animatediff-sd-1.5",
             repo_id="guoyww/animatediff-motion-adapter-v1-5-2",
+            aliases=(),
             kinds=("video",),
             pipeline_class="AnimateDiffPipeline",
-            encoder_family=SD1_ENCODER_FAMILY,
-            text_encoder=CLIP_L14_TEXT,
-            tokenizer=SD1_TOKENIZER,
-            unet_class="UNet2DConditionModel",  # the image UNet; AnimateDiffPipeline wraps it in a UNetMotionModel
-            unet=SD15_UNET,
-            vae={**SD_VAE, "sample_size": 512},
-            scheduler_class="PNDMScheduler",  # sd-1.5's own, as from_pretrained loads it
-            scheduler={**_SD_SCHEDULE, "prediction_type": "epsilon"},
-            height=512,
-            width=512,
-            animates="sd-1.5",
+            animates=_SD15.name,
             motion_adapter=MOTION_ADAPTER_V15_2,
             encoder_note="SD 1.5's own encoder, tokenizer and VAE (loaded from the sd-1.5 snapshot): an encoder "
             "unlearned on sd-1.5 is the encoder this pipeline runs",
