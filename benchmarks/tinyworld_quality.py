@@ -63,16 +63,12 @@ def evaluator_accuracy(detector, count: int) -> dict:
 
 
 def prompts_for(concept, count: int, motion: bool) -> list[str]:
+    """`count` of the concept's prompts from the world's one generator (the suite's and erase's), for video each with
+    one of the world's motions in turn."""
     taxonomy = load_taxonomy()
-    templates = taxonomy.generation_templates[concept.category]
-    objects, backgrounds, motions = taxonomy.names("object"), list(taxonomy.backgrounds), taxonomy.motions
-    prompts = []
-    for i in range(count):
-        text = templates[i % len(templates)].format(
-            concept=concept.name, object=objects[(i * 3) % len(objects)], background=backgrounds[i % len(backgrounds)]
-        )
-        prompts.append(f"{text} {motions[i % len(motions)]}" if motion else text)
-    return prompts
+    base = taxonomy.concept_prompts(concept.name)
+    prompts = [base[i % len(base)] for i in range(count)]
+    return [f"{p} {taxonomy.motions[i % len(taxonomy.motions)]}" if motion else p for i, p in enumerate(prompts)]
 
 
 DIRECTIONS = {"moving left": (-1, 0), "moving right": (1, 0), "moving up": (0, -1), "moving down": (0, 1)}

@@ -144,16 +144,10 @@ def _tinyworld_contexts(name: str, category: str) -> tuple[str, ...]:
     return tuple(out)
 
 
-def _tinyworld_prompts(name: str, category: str, count: int = 8) -> tuple[str, ...]:
-    taxonomy = load_taxonomy()
-    templates = taxonomy.generation_templates[category]
-    objects, backgrounds = taxonomy.names("object"), list(taxonomy.backgrounds)
-    prompts = []
-    for i in range(count):
-        template = templates[i % len(templates)]
-        prompts.append(template.format(concept=name, object=objects[i % len(objects)],
-                                       background=backgrounds[i % len(backgrounds)]))  # fmt: skip
-    return tuple(dict.fromkeys(prompts))
+def _tinyworld_prompts(name: str, count: int = 8) -> tuple[str, ...]:
+    """The first `count` of the concept's prompts from the world's one generator (`Taxonomy.concept_prompts`), which
+    the evaluation suite also draws from."""
+    return load_taxonomy().concept_prompts(name)[:count]
 
 
 def resolve_concepts(
@@ -193,7 +187,7 @@ def resolve_concepts(
             except KeyError as error:
                 raise ValueError(f"{error.args[0]} (the model is a TinyWorld model)") from None
             name, cat, own = concept.name, concept.category, (*concept.synonyms, *synonyms)
-            prompts = _tinyworld_prompts(concept.name, concept.category)
+            prompts = _tinyworld_prompts(concept.name)
             motions = taxonomy.motions  # the same concept in video prompts: with each of the world's motions
             prompts += tuple(f"{prompts[i % len(prompts)]} {motion}" for i, motion in enumerate(motions))
             prompts += _tinyworld_contexts(name, cat) if contexts else ()
@@ -222,7 +216,7 @@ def retain_prompts(specs: list[ConceptSpec], seed: int = 0) -> list[str]:
         prompts = [""]
         for concept in taxonomy.concepts:
             if concept.name not in erased:
-                prompts += _tinyworld_prompts(concept.name, concept.category, count=4)
+                prompts += _tinyworld_prompts(concept.name, count=4)
         prompts = [p for p in prompts if not (set(p.split()) & erased)]
     else:
         prompts = [p for p in GENERIC_RETAIN_PROMPTS if not any(name.lower() in p for name in erased)]

@@ -268,20 +268,9 @@ def build_tinyworld_suite(
     from ..tinyworld.taxonomy import load_taxonomy
 
     taxonomy = load_taxonomy()
-    objects = taxonomy.names("object")
-    backgrounds = list(taxonomy.backgrounds)
     concepts = {}
     for concept in taxonomy.concepts:
-        prompts = []
-        for k in range(prompts_per_template):  # template by template, so the first few prompts cover them all
-            for t_index, template in enumerate(taxonomy.generation_templates[concept.category]):
-                prompt = template.format(
-                    concept=concept.name,
-                    object=objects[(t_index * prompts_per_template + k) % len(objects)],
-                    background=backgrounds[(t_index + k) % len(backgrounds)],
-                )
-                if prompt not in prompts:
-                    prompts.append(prompt)
+        prompts = taxonomy.concept_prompts(concept.name, per_template=prompts_per_template)
         same = [d for d in concept.distractors if taxonomy.get(d).category == concept.category]
         same += [n for n in taxonomy.names(concept.category) if n != concept.name and n not in same]
         others = [taxonomy.names(c) for c in ("object", "style", "id") if c != concept.category]
@@ -293,7 +282,7 @@ def build_tinyworld_suite(
             "category": concept.category,
             "synonyms": list(concept.synonyms),
             "distractors": [*names, "none"],
-            "prompts": prompts[:max_prompts],
+            "prompts": list(prompts[:max_prompts]),
             "retained": {"same_category": same, "other_categories": other},
         }
         looks = taxonomy.looks.get(concept.name)

@@ -55,6 +55,21 @@ class Taxonomy:
             raise KeyError(f"unknown TinyWorld concept {name!r}; known concepts: {known}")
         return self._by_name[key]
 
+    def concept_prompts(self, name: str, per_template: int = 4) -> tuple[str, ...]:
+        """The one generator of a concept's prompts, which erase, the evaluation suite and the quality benchmark all
+        take from: the category's generation templates, filled with the world's shapes and backgrounds. Template by
+        template, so the first few prompts cover every template; repeats dropped."""
+        concept = self.get(name)
+        templates = self.generation_templates[concept.category]
+        objects, backgrounds = self.names("object"), list(self.backgrounds)
+        prompts = []
+        for k in range(per_template):
+            for t, template in enumerate(templates):
+                fill = {"object": objects[(t * per_template + k) % len(objects)],
+                        "background": backgrounds[(t + k) % len(backgrounds)]}  # fmt: skip
+                prompts.append(template.format(concept=concept.name, **fill))
+        return tuple(dict.fromkeys(prompts))
+
     def words(self) -> list[str]:
         """Every word that captions can contain, for building the tokenizer."""
         words = set()

@@ -85,3 +85,25 @@ def test_load_suite_errors_name_the_file(tmp_path):
         load_suite(bad)
     with pytest.raises(SuiteError, match="is not in suite"):
         load_suite("tinyworld").concept("snoopy")
+
+
+def test_erase_the_suite_and_the_quality_benchmark_take_prompts_from_one_generator():
+    """`Taxonomy.concept_prompts` is the one home of a TinyWorld concept's prompts (issue: one prompt generator)."""
+    import importlib.util
+    from pathlib import Path
+
+    from t2v_unlearn.encoders.prompts import resolve_concepts
+    from t2v_unlearn.tinyworld.taxonomy import load_taxonomy
+
+    spec = importlib.util.spec_from_file_location(
+        "tinyworld_quality", Path(__file__).parents[2] / "benchmarks" / "tinyworld_quality.py"
+    )
+    quality = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(quality)
+    taxonomy, suite = load_taxonomy(), load_suite("tinyworld")
+    for name in ("zorbo", "striped", "square"):
+        generated = taxonomy.concept_prompts(name)
+        assert suite.concept(name).prompts == generated[: len(suite.concept(name).prompts)]
+        erase = resolve_concepts([name], None, templates="tinyworld", variants=False, contexts=False)[0].prompts
+        assert erase[: min(8, len(generated))] == generated[:8]
+        assert quality.prompts_for(taxonomy.get(name), 4, motion=False) == list(generated[:4])

@@ -1,5 +1,6 @@
 import shutil
 
+import pytest
 import torch
 from safetensors.torch import load_file
 from transformers import CLIPModel
@@ -142,3 +143,46 @@ def test_min_snr_weighting_and_late_timesteps():
     uniform = sample_timesteps(4000, scheduler, torch.Generator().manual_seed(0))
     late = sample_timesteps(4000, scheduler, torch.Generator().manual_seed(0), late_share=0.5)
     assert (late >= 300).float().mean() > (uniform >= 300).float().mean() + 0.1 and late.max() < 1000
+
+
+def test_motion_word_rows_train_only_those_rows():
+    """The video stage's `--motion-word-lr`: the motion words' rows move, nothing else in the encoder does, so a
+    prompt without a motion word encodes bit for bit as before, and a prompt with one does not."""
+    from transformers import CLIPTextModel, CLIPTokenizer
+
+    from t2v_unlearn.tinyworld.train import MotionWordRows
+
+    tokenizer = CLIPTokenizer.from_pretrained(tinyworld_path("image") / "tokenizer")
+    encoder = CLIPTextModel.from_pretrained(tinyworld_path("image") / "text_encoder", dtype=torch.float32)
+    encoder.requires_grad_(False)
+    words = MotionWordRows(encoder, tokenizer)
+    assert {"left</w>", "right</w>", "up</w>", "down</w>", "rotating</w>"} <= set(words.tokens)
+
+    def encode(prompt):
+        return encoder(tokenizer([prompt], padding="max_length", return_tensors="pt").input_ids)[0]
+
+    with torch.no_grad():
+        still, moving = encode("a red circle"), encode("a red circle moving left")
+    optimizer = torch.optim.AdamW([words.weight], lr=1e-2, weight_decay=0.0)
+    for _ in range(3):  # pull "moving left" away from "moving right"
+        loss = -(encode("a red circle moving left") - encode("a red circle moving right")).pow(2).mean()
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    words.check_only_rows_moved()
+    assert words.moved()["left</w>"] > 0 and words.moved()["right</w>"] > 0
+    with torch.no_grad():
+        assert torch.equal(encode("a red circle"), still)
+        assert not torch.allclose(encode("a red circle moving left"), moving)
+    with torch.no_grad():  # the check is not a formality: any other weight moving fails it
+        next(p for p in encoder.parameters() if p is not words.weight).add_(1e-3)
+    with pytest.raises(RuntimeError, match="moved"):
+        words.check_only_rows_moved()
+
+
+def test_data_offset_defaults_to_the_recorded_batches():
+    """Weights recorded before `--data-offset` existed rebuild with the same batches (offset 0)."""
+    from t2v_unlearn.tinyworld.train import parse_args
+
+    assert parse_args(["--config", str(tinyworld_path("image").parent / "training.json")]).data_offset == 0
+    assert parse_args(["--data-offset", "5"]).data_offset == 5
