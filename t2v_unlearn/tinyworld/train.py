@@ -538,6 +538,9 @@ def stage_video(args, tokenizer, record):
         {"params": [p for n, p in unet.named_parameters() if n in spatial], "lr": args.video_lr * 0.2},
     ]
     modules = {"unet": unet}
+    separated = words.separate(tokenizer) if words is not None else None
+    if separated is not None:
+        print(f"[video] motion words: closest two motions {separated[0]} -> {separated[1]} apart")
     if words is not None:  # no weight decay: it would shrink every row, not only the motion words'
         groups.append({"params": [words.weight], "lr": args.motion_word_lr, "weight_decay": 0.0})
         modules["text_encoder"] = text_encoder
@@ -550,7 +553,7 @@ def stage_video(args, tokenizer, record):
     save_module(unet, work / "video" / "unet")
     if words is not None:
         words.check_only_rows_moved()
-        record["video"]["motion_words"] = words.moved()
+        record["video"]["motion_words"] = {"moved": words.moved(), "closest_pair_before_after": separated}
         save_module(text_encoder, work / "video" / "text_encoder")
 
 
@@ -576,6 +579,38 @@ class MotionWordRows:
         mask[self.ids] = 1.0
         self.weight.requires_grad_(True)
         self.weight.register_hook(lambda grad: grad * mask)
+
+    def separate(self, tokenizer: CLIPTokenizer, margin: float = 0.05, max_steps: int = 200, lr: float = 1e-3):
+        """Give the motions distinct encodings before the video stage starts: move the motion words' rows until every
+        two motion phrases, said of the same subject, encode at least `margin` apart (mean squared difference). A
+        real CLIP encoder arrives with this from its contrastive pre-training; without it the video loss's gradient
+        through the collapsed directions is too faint to start from (the directions stayed 0.0001 apart after 100
+        video steps). Returns the smallest pairwise distance before and after."""
+        taxonomy = load_taxonomy()
+        subjects = [taxonomy.concept_prompts(c.name)[0] for c in taxonomy.concepts]
+        prompts = [f"{subject} {motion}" for subject in subjects for motion in taxonomy.motions]
+        ids = tokenize(tokenizer, prompts).to(self.weight.device)
+        n = len(taxonomy.motions)
+        pairs = ~torch.eye(n, dtype=torch.bool, device=self.weight.device)
+        optimizer = torch.optim.Adam([self.weight], lr=lr)
+
+        def distances():
+            hidden = self.encoder(ids)[0].view(len(subjects), n, *ids.shape[1:], -1)
+            return (hidden[:, :, None] - hidden[:, None, :]).pow(2).mean((-1, -2))[:, pairs]  # subject, pair
+
+        with torch.no_grad():
+            before = distances().min().item()
+        for _ in range(max_steps):
+            gap = F.relu(margin - distances())
+            if not (gap > 0).any():
+                break
+            optimizer.zero_grad(set_to_none=True)
+            gap.mean().backward()
+            optimizer.step()
+        self.weight.grad = None
+        with torch.no_grad():
+            after = distances().min().item()
+        return round(before, 5), round(after, 5)
 
     def moved(self) -> dict[str, float]:
         """How far each motion word's row moved (L2), by token."""

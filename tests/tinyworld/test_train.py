@@ -171,6 +171,9 @@ def test_motion_word_rows_train_only_those_rows():
         optimizer.step()
     words.check_only_rows_moved()
     assert words.moved()["left</w>"] > 0 and words.moved()["right</w>"] > 0
+    before, after = words.separate(tokenizer, margin=1.0, max_steps=8, lr=1e-2)  # every two motions pulled apart
+    assert after > 2 * before
+    words.check_only_rows_moved()
     with torch.no_grad():
         assert torch.equal(encode("a red circle"), still)
         assert not torch.allclose(encode("a red circle moving left"), moving)
