@@ -281,3 +281,14 @@ def test_the_concept_is_also_trained_beside_other_things():
                 assert others <= words and concept not in words, (prompt, anchor)
     literature = resolve_concepts(["snoopy"], "id", "literature")[0]
     assert "snoopy with a dog" in literature.prompts
+
+
+def test_the_check_set_spreads_over_each_concepts_whole_prompt_list():
+    """The stop rule's rows reach a concept's synonyms and misspellings at the end of its list, not its first few."""
+    from t2v_unlearn.encoders.erase import spread_check_rows
+
+    rows = spread_check_rows([0] * 16 + [1] * 16, [40, 10])
+    first = [i for c, i in rows if c == 0]
+    second = [i for c, i in rows if c == 1]
+    assert first == sorted(first) and first[0] == 0 and first[-1] >= 36  # to the end of the 40
+    assert len(set(first)) == 16 and set(second) == set(range(10))  # every prompt when rows outnumber them
