@@ -129,7 +129,8 @@ def run(args) -> int:
     order = ("load", "shots", "setup", "optimise", "checks_in_optimise", "save")
     timings = sorted(manifest.timings.items(), key=lambda kv: order.index(kv[0]) if kv[0] in order else len(order))
     split = ", ".join(f"{k.replace('_', ' ')} {v:.1f} s" for k, v in timings)
-    print(f"checkpoint written to {out} ({result.steps} steps, stopped by {result.stopped_by})")
+    robust = ", erased under the inner attack (robust)" if result.robust else ""
+    print(f"checkpoint written to {out} ({result.steps} steps, stopped by {result.stopped_by}{robust})")
     gaps = [h["gap_ratio"] for h in result.history if "gap_ratio" in h]
     if result.stopped_by == "max_steps" and gaps and gaps[-1] > result.gap_ratio:
         print(f"warning: the stop rule did not fire: the UNet's prediction gap to the anchor is still "

@@ -52,10 +52,12 @@ class EraseConfig:
         metadata={"help": "what the concept becomes (--to): another concept; default a generic anchor per category"},
     )  # fmt: skip
     synonyms: tuple[str, ...] = field(default=(), metadata={"help": "more names of the concept to erase too"})
-    robust: bool = field(
-        default=False,
+    robust: bool | None = field(
+        default=None,
         metadata={"help": "adversarial erasing (AdvUnlearn, Zhang et al. 2024): each step, an inner attack moves the "
-                          "concept token's input embedding to bring the concept back, and the step erases under it"},
+                          "concept token's input embedding to bring the concept back, and the step erases under it; "
+                          "default: on for styles and objects (without it their synonyms and misspellings leaked), "
+                          "off for characters (docs/BENCHMARKS.md)"},
     )  # fmt: skip
     robust_steps: int = field(default=2, metadata={"help": "inner attack steps per optimisation step (--robust)"})
     robust_lr: float = field(
@@ -139,7 +141,7 @@ class EraseConfig:
             raise ValueError(f"objective must be one of {OBJECTIVES}, got {self.objective!r}")
         if self.stop_rule == "auto":
             self.stop_rule = "anchor-gap" if self.objective == "anchor" else "loss-ratio"
-        if self.robust and self.objective != "anchor":
+        if self.robust is True and self.objective != "anchor":
             raise ValueError("--robust needs the anchor objective (it erases under the attack toward the anchor)")
         if self.robust_steps < 1 or not self.robust_lr > 0:
             raise ValueError("robust_steps must be at least 1 and robust_lr positive")
@@ -178,6 +180,7 @@ class EraseResult:
     lora_state_dict: dict[str, torch.Tensor] | None = None
     shots: dict[str, np.ndarray] = field(default_factory=dict)
     gap_ratio: float | None = None  # the anchor-gap rule's threshold, when that rule ran (`gap_threshold`)
+    robust: bool = False  # whether it erased under the inner attack (`robust_for`)
 
 
 # --- shots -------------------------------------------------------------------------------------------------
@@ -380,6 +383,17 @@ def predicted_end(step: int, gap: float, threshold: float, check_every: int, max
     return min(max(math.ceil(needed / check_every) * check_every, step + check_every), max_steps)
 
 
+ROBUST_CATEGORIES = ("object", "style")  # where `robust` is on by default (docs/BENCHMARKS.md, fifth session)
+
+
+def robust_for(config: EraseConfig, specs: list[ConceptSpec]) -> bool:
+    """Whether the run erases under the inner attack: `config.robust`, else on with the anchor objective when a
+    concept is a style or an object."""
+    if config.robust is not None:
+        return config.robust
+    return config.objective == "anchor" and any(s.category in ROBUST_CATEGORIES for s in specs)
+
+
 def gap_threshold(config: EraseConfig, specs: list[ConceptSpec]) -> float:
     """The anchor-gap rule's threshold: `config.gap_ratio`, else the strictest default of the concepts' categories."""
     return config.gap_ratio if config.gap_ratio is not None else min(GAP_RATIOS[s.category] for s in specs)
@@ -436,6 +450,7 @@ def _erase(pipe, concepts, config: EraseConfig, progress: bool, shots) -> EraseR
     check = config.objective == "ascent"  # the loss-ratio check set: the ascent's record, and its stop rule
     gap_check = config.stop_rule == "anchor-gap"
     gap_ratio = gap_threshold(config, specs)
+    robust = robust_for(config, specs)
     check_chunk = 4 * config.batch_size  # rows per UNet call in a check: no gradients, so larger than a step's batch
     with torch.no_grad():
         kept = retain_prompts(specs, config.seed)
@@ -505,7 +520,7 @@ def _erase(pipe, concepts, config: EraseConfig, progress: bool, shots) -> EraseR
             anchors = torch.stack([anchor_hidden[c][i] for c, i in picks])
             objective = anchor_loss(unet, scheduler, batch, noise, timesteps, hidden, anchors)
             loss = objective
-            if config.robust:  # erase under the attack too: the attacked prompts must also land on the anchor
+            if robust:  # erase under the attack too: the attacked prompts must also land on the anchor
                 attack = _inner_attack(model, tokenizer, unet, scheduler, prompts, batch, noise, timesteps,
                                        concept_ids, attack, config)  # fmt: skip
                 with token_offset(model, concept_ids, attack):
@@ -596,4 +611,5 @@ def _erase(pipe, concepts, config: EraseConfig, progress: bool, shots) -> EraseR
         lora_state_dict=lora_state_dict,
         shots=shot_images,
         gap_ratio=gap_ratio if gap_check else None,
+        robust=robust,
     )

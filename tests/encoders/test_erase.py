@@ -292,3 +292,17 @@ def test_the_check_set_spreads_over_each_concepts_whole_prompt_list():
     second = [i for c, i in rows if c == 1]
     assert first == sorted(first) and first[0] == 0 and first[-1] >= 36  # to the end of the 40
     assert len(set(first)) == 16 and set(second) == set(range(10))  # every prompt when rows outnumber them
+
+
+def test_robust_defaults_on_for_styles_and_objects_only():
+    from t2v_unlearn.encoders.erase import robust_for
+    from t2v_unlearn.encoders.prompts import resolve_concepts
+
+    def specs(name):
+        return resolve_concepts([name], None, templates="tinyworld")
+
+    assert not robust_for(EraseConfig(), specs("zorbo"))
+    assert robust_for(EraseConfig(), specs("striped")) and robust_for(EraseConfig(), specs("square"))
+    assert not robust_for(EraseConfig(robust=False), specs("square"))  # the flag wins
+    assert robust_for(EraseConfig(robust=True), specs("zorbo"))
+    assert not robust_for(EraseConfig(objective="ascent"), specs("square"))  # the attack needs the anchor objective
