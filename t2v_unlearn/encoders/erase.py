@@ -15,7 +15,6 @@ from __future__ import annotations
 import copy
 import math
 import time
-from collections import Counter
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -358,19 +357,6 @@ def _park(module: torch.nn.Module, offload: bool) -> None:
 GAP_RATIOS = {"object": 0.1, "style": 0.2, "id": 0.2}
 
 
-def spread_check_rows(row_concepts: list[int], prompt_counts: list[int]) -> list[tuple[int, int]]:
-    """(concept, prompt index) for each row of the stop rule's check set: a concept's rows take prompts spread evenly
-    over its whole training list (its prompts, contexts, synonyms, spelling variants), not its first few, so that
-    the rule waits until the variants it trains on land on the anchor too."""
-    total = Counter(row_concepts)
-    seen: Counter = Counter()
-    rows = []
-    for c in row_concepts:
-        rows.append((c, seen[c] * prompt_counts[c] // total[c]))
-        seen[c] += 1
-    return rows
-
-
 def predicted_end(step: int, gap: float, threshold: float, check_every: int, max_steps: int) -> int:
     """The step at which the anchor-gap rule should fire, for the progress bar: the gap starts at 1 and, assumed to
     shrink geometrically, reaches `threshold` at step * ln(threshold) / ln(gap); the rule looks every `check_every`
@@ -466,8 +452,8 @@ def _erase(pipe, concepts, config: EraseConfig, progress: bool, shots) -> EraseR
             # its own generator: whether a rule checks does not change the optimisation's draws
             check_generator = torch.Generator("cpu").manual_seed(config.seed + 1)
             check_noise = torch.randn(check_latents.shape, generator=check_generator).to(device)
-            check_rows = spread_check_rows(concept_of.repeat_interleave(len(check_t)).tolist(),
-                                           [len(spec.prompts) for spec in specs])  # fmt: skip
+            check_rows = [(c, i % len(specs[c].prompts))
+                          for i, c in enumerate(concept_of.repeat_interleave(len(check_t)).tolist())]  # fmt: skip
             check_prompts = [specs[c].prompts[i] for c, i in check_rows]
         if gap_check:  # the UNet's predictions under the anchor prompts: where the concept's should arrive
             noisy_check = scheduler.add_noise(check_latents, check_noise, check_timesteps)

@@ -283,17 +283,6 @@ def test_the_concept_is_also_trained_beside_other_things():
     assert "snoopy with a dog" in literature.prompts
 
 
-def test_the_check_set_spreads_over_each_concepts_whole_prompt_list():
-    """The stop rule's rows reach a concept's synonyms and misspellings at the end of its list, not its first few."""
-    from t2v_unlearn.encoders.erase import spread_check_rows
-
-    rows = spread_check_rows([0] * 16 + [1] * 16, [40, 10])
-    first = [i for c, i in rows if c == 0]
-    second = [i for c, i in rows if c == 1]
-    assert first == sorted(first) and first[0] == 0 and first[-1] >= 36  # to the end of the 40
-    assert len(set(first)) == 16 and set(second) == set(range(10))  # every prompt when rows outnumber them
-
-
 def test_robust_defaults_on_for_styles_and_objects_only():
     from t2v_unlearn.encoders.erase import robust_for
     from t2v_unlearn.encoders.prompts import resolve_concepts
