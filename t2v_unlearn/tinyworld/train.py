@@ -916,7 +916,7 @@ def main(argv=None):
         record.setdefault(stage, {})["wall_seconds"] = round(time.perf_counter() - start, 1)
         # stages may run in separate processes: merge into what is on disk rather than overwrite it
         on_disk = json.loads(record_path.read_text()) if record_path.exists() else {}
-        fresh = (stage, "hardware", "config")
+        fresh = (stage, "hardware", "config", "version", "initialised_from")  # this run's, never an earlier run's
         record = {**on_disk, **{k: v for k, v in record.items() if k in fresh or k not in on_disk}}
         record_path.write_text(json.dumps(record, indent=2, sort_keys=True))
         (work / stage).mkdir(parents=True, exist_ok=True)

@@ -119,10 +119,13 @@ def test_a_warm_start_continues_the_shipped_models_and_records_its_recipe(tmp_pa
     from diffusers import UNet2DConditionModel
 
     weights = tinyworld_path("image").parent
+    # a work folder copied from an earlier run: its record names that run's source, which this run must replace
+    (tmp_path / "record.json").write_text(json.dumps({"initialised_from": {"folder": "elsewhere", "commit": "old"}}))
     main(["--work", str(tmp_path), "--stages", "tokenizer,vae,image,classifier", "--init-from", str(weights),
           "--image-steps", "1", "--batch-size", "2", "--device", "cpu", "--threads", "1"])  # fmt: skip
     record = json.loads((tmp_path / "record.json").read_text())
     assert record["config"]["init_from"] == str(weights) and record["config"]["language"] == "v2"
+    assert record["initialised_from"]["folder"] == str(weights)
     assert record["vae"]["copied_from"].endswith("vae") and (tmp_path / "classifier" / "COPIED").exists()
     shipped = UNet2DConditionModel.from_pretrained(weights / "image" / "unet", dtype=torch.float32).state_dict()
     trained = UNet2DConditionModel.from_pretrained(tmp_path / "image" / "unet").state_dict()
