@@ -490,11 +490,46 @@ def stage_image(args, tokenizer, record):
     save_module(unet, Path(args.work) / "image" / "unet")
 
 
+DIRECTIONS = ("moving left", "moving right", "moving up", "moving down")
+
+
+def swap_direction(text: str, generator: torch.Generator) -> str | None:
+    """`text` with its direction (always the caption's last words) replaced by one of the other three; None for a
+    caption without a direction."""
+    for direction in DIRECTIONS:
+        if text.endswith(direction):
+            others = [d for d in DIRECTIONS if d != direction]
+            return text[: -len(direction)] + others[int(torch.randint(len(others), (1,), generator=generator))]
+    return None
+
+
+def direction_ranking(pred, swapped_pred, noise, beta: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """The direction-ranking term: -log sigmoid(beta * (err_swapped - err_true)) per clip, where err is the epsilon
+    error of the same noisy clip at the same timestep under its own caption and under the caption with another
+    direction. As in a diffusion classifier (and Diffusion-DPO's ranking of two conditions), it is low when the
+    clip's true direction explains it better than a wrong one, so the prompt's direction has to reach the motion;
+    it saturates once it does, so it cannot push the wrong caption's error up without bound. Returns the term and
+    the per-clip gaps err_swapped - err_true (positive: the true direction explains the clip better)."""
+    dims = tuple(range(1, pred.dim()))
+    err_true = F.mse_loss(pred.float(), noise, reduction="none").mean(dim=dims)
+    err_swapped = F.mse_loss(swapped_pred.float(), noise, reduction="none").mean(dim=dims)
+    gaps = (err_swapped - err_true).detach()
+    return -F.logsigmoid(beta * (err_swapped - err_true)).mean(), gaps
+
+
 def video_loss(args, tokenizer, vae, text_encoder, unet, scheduler, generator, data_seed: int, per_frame=False):
     """The video and motion stages' step: step i's rendered clips (from `data_seed + i`), 10% empty captions, the
-    frozen encoder's prompts (with `per_frame`, repeated for each frame, as AnimateDiff's UNet takes them)."""
+    frozen encoder's prompts (with `per_frame`, repeated for each frame, as AnimateDiff's UNet takes them). With
+    `args.direction_contrast`, the clips that move left, right, up or down also run once more under a caption with
+    another direction, and `direction_ranking` of the two is added at that weight."""
     language = LANGUAGES[args.language]
     encoder_trains = any(p.requires_grad for p in text_encoder.parameters())
+    contrast = args.direction_contrast
+    ranked = []
+
+    def encode(captions):
+        with torch.set_grad_enabled(encoder_trains):
+            return text_encoder(tokenize(tokenizer, captions).to(args.device))[0]
 
     def step(i):
         pixels, captions = video_batch(data_seed + i, args.video_batch_size, language=language)
@@ -506,10 +541,27 @@ def video_loss(args, tokenizer, vae, text_encoder, unet, scheduler, generator, d
         noise = torch.randn(latents.shape, generator=generator).to(args.device)
         t = sample_timesteps(b, scheduler, generator, args.late_timestep_share).to(args.device)
         noisy = scheduler.add_noise(latents, noise, t)
-        with torch.set_grad_enabled(encoder_trains):
-            hidden = text_encoder(tokenize(tokenizer, captions).to(args.device))[0]
+        hidden = encode(captions)
         pred = unet(noisy, t, hidden.repeat_interleave(f, 0) if per_frame else hidden).sample
-        return diffusion_loss(pred, noise, t, scheduler, args.snr_gamma)
+        loss = diffusion_loss(pred, noise, t, scheduler, args.snr_gamma)
+        if not contrast:
+            return loss
+        swapped = [swap_direction(text, generator) for text in captions]
+        rows = [k for k, text in enumerate(swapped) if text is not None]
+        if not rows:
+            return loss
+        other = encode([swapped[k] for k in rows])
+        swapped_pred = unet(noisy[rows], t[rows], other.repeat_interleave(f, 0) if per_frame else other).sample
+        ranking, gaps = direction_ranking(pred[rows], swapped_pred, noise[rows], args.direction_beta)
+        ranked.extend(gaps.tolist())
+        if (i + 1) % 50 == 0:  # how often the true direction explained the clip better, over the last 50 steps
+            print(
+                f"\n[direction] step {i + 1}: true caption better in {np.mean(np.array(ranked) > 0):.0%} of "
+                f"{len(ranked)} clips, mean gap {np.mean(ranked):.2e}",
+                flush=True,
+            )
+            ranked.clear()
+        return loss + contrast * ranking
 
     return step
 
@@ -535,7 +587,10 @@ def stage_video(args, tokenizer, record):
     scheduler = models.make_scheduler()
     groups = [
         {"params": [p for n, p in unet.named_parameters() if n not in spatial], "lr": args.video_lr},
-        {"params": [p for n, p in unet.named_parameters() if n in spatial], "lr": args.video_lr * 0.2},
+        {
+            "params": [p for n, p in unet.named_parameters() if n in spatial],
+            "lr": args.video_lr * args.spatial_lr_scale,
+        },
     ]
     modules = {"unet": unet}
     separated = words.separate(tokenizer) if words is not None else None
@@ -813,6 +868,18 @@ class TrainConfig:
     image_steps: int = field(default=2500, metadata={"help": "steps of the image stage (text encoder + UNet)"})
     video_steps: int = field(default=500, metadata={"help": "steps of the video stage (video UNet)"})
     video_lr: float = field(default=3e-4, metadata={"help": "learning rate of the video UNet's temporal layers"})
+    spatial_lr_scale: float = field(
+        default=0.2, metadata={"help": "the video UNet's spatial layers train at this multiple of --video-lr"}
+    )
+    direction_contrast: float = field(
+        default=0.0,
+        metadata={"help": "weight of the direction-ranking term in the video and motion stages: each clip that moves "
+                          "left/right/up/down must be explained better by its caption than by one with another "
+                          "direction (0: plain denoising loss, as up to v2.2)"},
+    )  # fmt: skip
+    direction_beta: float = field(
+        default=2000.0, metadata={"help": "sharpness of the direction-ranking term (per-element epsilon MSE gap)"}
+    )
     motion_steps: int = field(default=300, metadata={"help": "steps of the motion stage (AnimateDiff's adapter)"})
     motion_lr: float = field(default=3e-4, metadata={"help": "learning rate of the motion adapter"})
     motion_word_lr: float = field(

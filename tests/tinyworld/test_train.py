@@ -192,3 +192,42 @@ def test_data_offset_defaults_to_the_recorded_batches():
 
     assert parse_args(["--config", str(tinyworld_path("image").parent / "training.json")]).data_offset == 0
     assert parse_args(["--data-offset", "5"]).data_offset == 5
+
+
+def test_swap_direction_replaces_only_a_direction():
+    from t2v_unlearn.tinyworld.train import DIRECTIONS, swap_direction
+
+    generator = torch.Generator().manual_seed(0)
+    seen = set()
+    for _ in range(40):
+        swapped = swap_direction("a red circle on a blue background moving left", generator)
+        assert swapped.startswith("a red circle on a blue background moving ") and swapped.endswith(DIRECTIONS)
+        seen.add(swapped.rsplit(" ", 1)[-1])
+    assert seen == {"right", "up", "down"}  # every other direction, never the caption's own
+    assert swap_direction("a red circle rotating", generator) is None
+    assert swap_direction("", generator) is None
+
+
+def test_direction_ranking_rewards_the_true_caption_and_saturates():
+    """Low when the true caption's prediction is closer to the noise than the swapped caption's, high otherwise,
+    and bounded on the good side (it cannot push the wrong caption's error up without end)."""
+    from t2v_unlearn.tinyworld.train import direction_ranking
+
+    noise = torch.zeros(2, 4, 3, 2, 2)
+    close, far = torch.full_like(noise, 0.1), torch.full_like(noise, 0.3)
+    good, gaps = direction_ranking(close, far, noise, beta=100.0)
+    bad, _ = direction_ranking(far, close, noise, beta=100.0)
+    assert torch.all(gaps > 0) and good.item() < 0.1 < 2.0 < bad.item()
+    much_farther, _ = direction_ranking(close, torch.full_like(noise, 3.0), noise, beta=100.0)
+    assert 0.0 <= much_farther.item() < good.item() and much_farther.item() < 1e-6
+    pred = close.clone().requires_grad_(True)
+    direction_ranking(pred, far, noise, beta=100.0)[0].backward()
+    assert pred.grad is not None and pred.grad.abs().sum() > 0
+
+
+def test_direction_contrast_and_spatial_rate_default_to_the_recorded_recipe():
+    """Weights recorded before these options existed rebuild unchanged: no ranking term, spatial layers at 0.2x."""
+    from t2v_unlearn.tinyworld.train import parse_args
+
+    args = parse_args(["--config", str(tinyworld_path("image").parent / "training.json")])
+    assert args.direction_contrast == 0.0 and args.spatial_lr_scale == 0.2
