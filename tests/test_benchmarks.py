@@ -11,12 +11,16 @@ import torch
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def _realscale():
-    spec = importlib.util.spec_from_file_location("realscale", ROOT / "benchmarks" / "realscale.py")
+def _benchmark(name: str):
+    spec = importlib.util.spec_from_file_location(name, ROOT / "benchmarks" / f"{name}.py")
     module = importlib.util.module_from_spec(spec)
     sys.modules[spec.name] = module  # its dataclasses look their module up
     spec.loader.exec_module(module)
     return module
+
+
+def _realscale():
+    return _benchmark("realscale")
 
 
 def test_tensor_memory_counts_live_storage_and_its_peak():
@@ -47,3 +51,37 @@ def test_realscale_runs_at_reduced_scale(tmp_path):
         assert result["phases"][phase]["seconds"] >= 0 and result["phases"][phase]["peak_tensor_gib"] > 0
     assert result["erase_costs"]["optimise_steps"] == 2
     assert "peak_tensor_gib" in result["goals"]
+
+
+def test_evaluator_on_samples_plans_every_label_and_scores_only_clear_cells(tmp_path):
+    """The blind check's plan holds every label of a category equally often, shuffled; `score` counts the detector
+    right only against the person's clear labels, and refuses a labels file that does not fit the sheets."""
+    import argparse
+
+    import pytest
+
+    bench = _benchmark("evaluator_on_samples")
+    cells = bench.plan("object", 2)
+    assert sorted(c[0] for c in cells) == sorted(bench.labels_of("object") * 2)
+    assert [c[0] for c in cells] != sorted(c[0] for c in cells)  # rows do not give the labels away
+    answers = {head: [{"prompted": "a", "prompt": "p", "seed": 0, "detector": bench.labels_of(head)[0]}] * 4
+               for head in bench.HEADS}  # fmt: skip
+    (tmp_path / "answers.json").write_text(json.dumps(answers))
+    first = {head: bench.labels_of(head)[0] for head in bench.HEADS}
+    second = {head: bench.labels_of(head)[1] for head in bench.HEADS}
+    labels = {head: [first[head], first[head], second[head], "unclear"] for head in bench.HEADS}
+    (tmp_path / "labels.json").write_text(json.dumps(labels))
+    args = argparse.Namespace(work=str(tmp_path), labels=str(tmp_path / "labels.json"), out=str(tmp_path / "o.json"))
+    bench.score(args)
+    result = json.loads((tmp_path / "o.json").read_text())["by_category"]["object"]
+    assert result["clear"] == 3 and result["unclear"] == 1
+    assert abs(result["accuracy"]["value"] - 2 / 3) < 1e-9 and result["accuracy"]["high"] < 1.0
+    assert result["wrong"] == [{"seen": second["object"], "detector": first["object"], "prompt": "p", "seed": 0}]
+    labels["style"] = labels["style"][:3]
+    (tmp_path / "labels.json").write_text(json.dumps(labels))
+    with pytest.raises(SystemExit, match="style has 3 labels for 4 cells"):
+        bench.score(args)
+    labels["style"] = ["zorbo"] * 4
+    (tmp_path / "labels.json").write_text(json.dumps(labels))
+    with pytest.raises(SystemExit, match="not"):
+        bench.score(args)
