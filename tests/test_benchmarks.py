@@ -85,3 +85,23 @@ def test_evaluator_on_samples_plans_every_label_and_scores_only_clear_cells(tmp_
     (tmp_path / "labels.json").write_text(json.dumps(labels))
     with pytest.raises(SystemExit, match="not"):
         bench.score(args)
+
+
+def test_video_leak_scores_an_erased_encoders_videos_frame_by_frame(image_pipe, tmp_path):
+    """At reduced scale (1 prompt, 2 seeds, 2 steps): the checkpoint's concept, its suite prompts, one hit vector
+    per frame, and an interval over videos that a handful of videos leaves wide."""
+    from t2v_unlearn.encoders import EraseConfig, erase_concept, save_checkpoint
+    from t2v_unlearn.eval.detector import load_detector
+    from t2v_unlearn.eval.suites import load_suite
+
+    config = EraseConfig(num_shots=2, shot_steps=2, max_steps=1, stop_rule="max-steps", batch_size=2)
+    result = erase_concept(image_pipe, ["zorbo"], config, progress=False)
+    folder = tmp_path / "zorbo"
+    save_checkpoint(folder, result, image_pipe.text_encoder, image_pipe.tokenizer, config, "tinyworld", {})
+    suite = load_suite("tinyworld")
+    entry = _benchmark("video_leak").leak(folder, 1, 2, 2, load_detector(suite.detector), suite)
+    assert entry["concept"] == "zorbo" and entry["prompts"] == list(suite.concepts["zorbo"].prompts[:1])
+    assert entry["videos"] == 2 and len(entry["by_frame_index"]) == 8
+    assert 0 <= entry["frames_with_the_concept"] <= 16 and entry["videos_with_a_hit"] <= 2
+    rate = entry["frame_hit_rate"]
+    assert rate["n"] == 2 and rate["high"] - rate["low"] > 0.5  # two videos cannot pin a rate down
