@@ -878,7 +878,7 @@ class TrainConfig:
                           "direction (0: plain denoising loss, as up to v2.2)"},
     )  # fmt: skip
     direction_beta: float = field(
-        default=2000.0, metadata={"help": "sharpness of the direction-ranking term (per-element epsilon MSE gap)"}
+        default=5000.0, metadata={"help": "sharpness of the direction-ranking term (per-element epsilon MSE gap)"}
     )
     motion_steps: int = field(default=300, metadata={"help": "steps of the motion stage (AnimateDiff's adapter)"})
     motion_lr: float = field(default=3e-4, metadata={"help": "learning rate of the motion adapter"})
