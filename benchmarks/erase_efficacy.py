@@ -35,6 +35,7 @@ VARIANTS = {
     "robust": {"robust": True},
     "no-contexts": {"contexts": False},  # without the concept beside other things
     "gap0.1": {"gap_ratio": 0.1},  # the anchor-gap rule's stricter threshold (the default for objects)
+    "gap0.05": {"gap_ratio": 0.05},  # stricter still
 }
 ATTACKS = ["synonyms", "misspellings", "paraphrases", "descriptions", "embedding"]
 
