@@ -85,6 +85,7 @@ def main():
         default=True,
         help="with --attacks, also the embedding attack (textual inversion: minutes per concept)",
     )
+    parser.add_argument("--only-attacks", nargs="+", choices=ATTACKS, help="measure just these attack families")
     parser.add_argument("--sampler", default="pipeline", help="eval's sampler (pipeline, dpm-solver, unipc)")
     parser.add_argument("--steps", type=int, default=25, help="eval's denoising steps")
     parser.add_argument("--seeds", type=int, help="seeds per prompt (eval --seeds; default: the plan's)")
@@ -96,6 +97,8 @@ def main():
 
     work = Path(args.work)
     attacks = [a for a in ATTACKS if args.attacks and (args.embedding or a != "embedding")]
+    if args.only_attacks:
+        attacks = [a for a in ATTACKS if a in args.only_attacks]
     pipe = load_pipeline("image", progress=False)
     rows, results = [], {}
     for concept in args.concepts:
