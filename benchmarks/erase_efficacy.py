@@ -34,8 +34,8 @@ VARIANTS = {
     "lora": {"trainable": "lora"},
     "robust": {"robust": True},
     "no-contexts": {"contexts": False},  # without the concept beside other things
-    "gap0.1": {"gap_ratio": 0.1},  # the anchor-gap rule's stricter threshold (the default for objects)
-    "gap0.05": {"gap_ratio": 0.05},  # stricter still
+    "gap0.1": {"gap_ratio": 0.1},  # the anchor-gap rule's threshold for objects up to the sixth session
+    "gap0.05": {"gap_ratio": 0.05},  # the default for objects since the sixth session
 }
 ATTACKS = ["synonyms", "misspellings", "paraphrases", "descriptions", "embedding"]
 
