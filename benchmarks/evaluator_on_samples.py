@@ -68,21 +68,13 @@ def plan(head: str, per_concept: int) -> list[tuple[str, str, int]]:
 
 
 def key_row(head: str) -> np.ndarray:
-    """The rendered look of each label, drawn plainly (a blue solid square, shape or character on gray)."""
-    tiles = []
-    for label in labels_of(head):
-        if head == "id":
-            scene = Scene(category="id", subject=label, background="gray", size=0.7)
-        elif head == "object":
-            scene = Scene(category="object", subject=label, background="gray", colour="blue", style="solid", size=0.7)
-        elif head == "style":
-            scene = Scene(category="object", subject="square", background="gray", colour="blue", style=label, size=0.7)
-        else:
-            scene = Scene(
-                category="object", subject="square", background="gray", colour=label, style="solid", size=0.7
-            )
-        tiles.append(render(scene)[0])
-    return np.concatenate(tiles, axis=1)
+    """The rendered look of each label, drawn plainly: a character, or a blue solid square with the label as its
+    shape, style or colour, on gray."""
+    plain = {"category": "object", "subject": "square", "background": "gray", "colour": "blue", "style": "solid"}
+    field = {"object": "subject", "style": "style", "colour": "colour"}
+    scenes = [Scene(category="id", subject=label, background="gray", size=0.7) if head == "id"
+              else Scene(**{**plain, field[head]: label}, size=0.7) for label in labels_of(head)]  # fmt: skip
+    return np.concatenate([render(scene)[0] for scene in scenes], axis=1)
 
 
 def draw_sheet(images: np.ndarray, head: str) -> Image.Image:

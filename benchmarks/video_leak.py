@@ -35,6 +35,8 @@ ROOT = Path(__file__).resolve().parent.parent
 
 def leak(checkpoint: Path, n_prompts: int, n_seeds: int, steps: int, detector, suite) -> dict:
     manifest = read_manifest(checkpoint)
+    if len(manifest.concepts) != 1:
+        raise SystemExit(f"{checkpoint}: erases {manifest.concepts}; video_leak measures checkpoints of one concept")
     (concept,) = manifest.concepts
     entry = suite.concepts[concept]
     prompts = list(entry.prompts[:n_prompts])
