@@ -66,6 +66,8 @@ VARIANTS = {
     "preserve0.3": {"preserve_weight": 0.3},
     "to-circle": {"anchor": "circle"},
     "to-something": {"anchor": "something"},  # the previous object anchor: draws a random shape, the erased one too
+    "to-heart": {"anchor": "heart"},
+    "to-triangle": {"anchor": "triangle"},
     "to-circle-p0.3": {"anchor": "circle", "preserve_weight": 0.3},
     "gap0.1": {"gap_ratio": 0.1, "max_steps": 50},
     "ts4": {"eval_timesteps": 4},  # a stop-rule check set half as large: 4 timesteps per shot
@@ -186,6 +188,8 @@ def main():
                 return float(sum(after[n].sum() for n in names) / sum(before[n].sum() for n in names))
 
             entry = {
+                "anchor": result.concepts[0].anchor,  # what the variant resolved to when it ran: defaults move
+                "gap_ratio": result.gap_ratio,
                 "steps": result.steps,
                 "stopped_by": result.stopped_by,
                 "optimise_seconds": result.timings["optimise"],

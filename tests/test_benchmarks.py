@@ -103,5 +103,26 @@ def test_video_leak_scores_an_erased_encoders_videos_frame_by_frame(image_pipe, 
     assert entry["concept"] == "zorbo" and entry["prompts"] == list(suite.concepts["zorbo"].prompts[:1])
     assert entry["videos"] == 2 and len(entry["by_frame_index"]) == 8
     assert 0 <= entry["frames_with_the_concept"] <= 16 and entry["videos_with_a_hit"] <= 2
+    assert len(entry["frames_per_video"]) == 2 and sum(entry["frames_per_video"]) == entry["frames_with_the_concept"]
+    assert list(entry["by_prompt"]) == entry["prompts"]
     rate = entry["frame_hit_rate"]
     assert rate["n"] == 2 and rate["high"] - rate["low"] > 0.5  # two videos cannot pin a rate down
+
+
+def test_anchor_choice_confusion_counts_frames_and_widens_to_the_samples():
+    """The confusion row is the share of frames read as each label; its interval counts samples (videos), not
+    frames, so 4 frames of one video are one observation."""
+    import numpy as np
+
+    class Detector:  # reads frame i as labels[value of its first pixel]
+        def probabilities(self, frames, labels):
+            return np.eye(len(labels))[frames[:, 0, 0, 0]]
+
+    labels = ["circle", "square", "none"]
+    frames = np.zeros((8, 2, 2, 3), dtype=np.int64)
+    frames[[1, 2, 3], 0, 0, 0] = 1  # 3 of 8 frames read as square
+    frames[7, 0, 0, 0] = 2
+    row = _benchmark("anchor_choice").confusion(Detector(), frames, labels, clusters=2)
+    assert row["circle"]["value"] == 0.5 and row["square"]["value"] == 0.375 and row["none"]["value"] == 0.125
+    assert all(r["n"] == 2 for r in row.values())
+    assert row["square"]["high"] - row["square"]["low"] > 0.5  # two videos: wide, not the 8 frames' interval

@@ -38,9 +38,10 @@ GENERIC_RETAIN_PROMPTS = [
 
 TEMPLATES = ("tinyworld", "literature")  # the prompt families a registry entry can name (pipelines/registry.py)
 # what a concept is replaced by under the anchor objective, when no --to is given (docs/METHOD.md). Shapes go to a
-# named shape: TinyWorld draws a random shape for "something", the erased one among them (1 in 8)
-TINYWORLD_ANCHORS = {"object": "circle", "style": "solid", "id": "something"}
-TINYWORLD_FALLBACKS = {"object": "square", "style": "outlined"}  # the anchor's own anchor, when it is erased itself
+# named shape: TinyWorld draws a random shape for "something", the erased one among them (1 in 8); triangle because
+# both models draw it most faithfully, in images and video frames (benchmarks/anchor_choice.py)
+TINYWORLD_ANCHORS = {"object": "triangle", "style": "solid", "id": "something"}
+TINYWORLD_FALLBACKS = {"object": "cross", "style": "outlined"}  # the anchor's own anchor, when it is erased itself
 LITERATURE_ANCHORS = {"object": "an object", "style": "a painting", "id": "a person"}
 
 
