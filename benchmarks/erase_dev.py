@@ -30,7 +30,7 @@ from t2v_unlearn.eval.detector import load_detector
 from t2v_unlearn.eval.metrics import wilson_bounds
 from t2v_unlearn.pipelines import load_pipeline
 from t2v_unlearn.pipelines.generate import SAMPLERS, generate_images, sampler
-from t2v_unlearn.spelling import spelling_variants
+from t2v_unlearn.spelling import spelling_variants, training_variants
 from t2v_unlearn.tinyworld.classifier import NONE
 from t2v_unlearn.tinyworld.taxonomy import load_taxonomy
 
@@ -71,6 +71,8 @@ VARIANTS = {
     "to-circle-p0.3": {"anchor": "circle", "preserve_weight": 0.3},
     "gap0.1": {"gap_ratio": 0.1, "max_steps": 50},
     "ts4": {"eval_timesteps": 4},  # a stop-rule check set half as large: 4 timesteps per shot
+    "misspell8": {"misspellings": 8},  # eight spelling-variant draws (the default is one)
+    "to-circle-misspell8": {"anchor": "circle", "misspellings": 8},
     "no-contexts": {"contexts": False},  # the concept's prompts without the concept beside other things
     "ascent-old": {"objective": "ascent", "variants": False, "shot_sampler": "pipeline", "shot_steps": 25,
                    "lr": 2e-4, "max_steps": 200},
@@ -96,7 +98,7 @@ def dev_attacks(name: str, category: str, count: int) -> dict[str, tuple[str, li
     """`name~family` -> (category, prompts) for the dev split's synonym, misspelling and paraphrase attacks."""
     taxonomy = load_taxonomy()
     synonyms = taxonomy.get(name).synonyms
-    seen = {v.lower() for seed in range(8) for v in spelling_variants(name, seed=seed)}  # erase trains on these
+    seen = {v.lower() for v in training_variants(name)}  # erase trains on these
     unseen = []
     for seed in DEV_MISSPELLING_SEEDS:
         unseen += [v.lower() for v in spelling_variants(name, seed=seed) if v.lower() not in seen | {name, *unseen}]

@@ -58,7 +58,7 @@ def leak(checkpoint: Path, n_prompts: int, n_seeds: int, steps: int, detector, s
         "videos_with_a_hit": int((rates > 0).sum()),
         "frame_hit_rate": M.cluster_bootstrap(rates),
         "by_frame_index": [round(float(r), 3) for r in per_frame],
-        "by_prompt": {p: round(float(r), 4) for p, r in zip(prompts, rates.mean(1))},
+        "by_prompt": {p: round(float(r), 4) for p, r in zip(prompts, rates.mean(1), strict=True)},
         # frames with the concept in each video, prompt-major (video i: prompt i // seeds, seed i % seeds)
         "frames_per_video": [int(h.sum()) for h in hits],
         "sampling_seconds": round(seconds, 1),

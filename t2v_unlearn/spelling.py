@@ -9,6 +9,9 @@ from __future__ import annotations
 import numpy as np
 
 LOOKALIKES = {"o": "0", "i": "1", "l": "1", "e": "3", "a": "4", "s": "5", "b": "8"}
+# the draws (`spelling_variants` seeds) erase trains on; the misspelling attacks (eval's and the development split's)
+# never use a variant of these
+TRAINING_SEEDS = range(8)
 
 
 def spelling_variants(word: str, count: int = 6, seed: int = 0) -> list[str]:
@@ -34,6 +37,15 @@ def spelling_variants(word: str, count: int = 6, seed: int = 0) -> list[str]:
     candidates += [word.capitalize(), word.upper()]
     out = [c for c in dict.fromkeys(candidates) if c != word]
     return out[:count]
+
+
+def training_variants(word: str, draws: int = len(TRAINING_SEEDS)) -> list[str]:
+    """The spelling variants erase trains on: those of the first `draws` training seeds, in order, without repeats
+    (one draw holds one variant of each kind; more draws hold more of the letters a user may drop or swap)."""
+    if not 0 <= draws <= len(TRAINING_SEEDS):
+        raise ValueError(f"draws must be between 0 and {len(TRAINING_SEEDS)}, got {draws}")
+    variants = [v for seed in TRAINING_SEEDS[:draws] for v in spelling_variants(word, seed=seed)]
+    return list(dict.fromkeys(variants))
 
 
 def misspell(word: str, rng: np.random.Generator) -> str:

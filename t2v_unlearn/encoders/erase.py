@@ -27,6 +27,7 @@ from tqdm.auto import tqdm
 from transformers import CLIPTextModel
 
 from ..pipelines.registry import conventions_for
+from ..spelling import TRAINING_SEEDS
 from .embedding import concept_token_ids, token_offset
 from .prompts import ConceptSpec, resolve_concepts, retain_prompts
 from .trainable import LORA_TARGET_MODULES, TRAINABLE_PRESETS, trainable_parameter_names
@@ -63,6 +64,11 @@ class EraseConfig:
         default=0.1, metadata={"help": "inner attack step, as a share of a token embedding's length (--robust)"}
     )
     variants: bool = field(default=True, metadata={"help": "train on synonyms and spelling variants too"})
+    misspellings: int = field(
+        default=1, metadata={"help": "with variants: the spelling-variant draws trained on (0-8, each a dropped, a "
+                                     "doubled and a swapped letter and a digit look-alike; spelling.training_variants;"
+                                     " 8 is measured on the development split only, docs/BENCHMARKS.md)"}
+    )  # fmt: skip
     contexts: bool = field(
         default=True, metadata={"help": "train on the concept beside other things too (encoders/prompts.py)"}
     )
@@ -142,6 +148,8 @@ class EraseConfig:
             self.stop_rule = "anchor-gap" if self.objective == "anchor" else "loss-ratio"
         if self.robust is True and self.objective != "anchor":
             raise ValueError("--robust needs the anchor objective (it erases under the attack toward the anchor)")
+        if not 0 <= self.misspellings <= len(TRAINING_SEEDS):
+            raise ValueError(f"misspellings must be between 0 and {len(TRAINING_SEEDS)}, got {self.misspellings}")
         if self.robust_steps < 1 or not self.robust_lr > 0:
             raise ValueError("robust_steps must be at least 1 and robust_lr positive")
         if self.stop_rule in ("anchor-distance", "anchor-gap") and self.objective != "anchor":
@@ -388,7 +396,7 @@ def gap_threshold(config: EraseConfig, specs: list[ConceptSpec]) -> float:
 def _erase(pipe, concepts, config: EraseConfig, progress: bool, shots) -> EraseResult:
     timings = {}
     specs = resolve_concepts(concepts, config.category, conventions_for(pipe).prompts, anchor=config.anchor,
-                             synonyms=config.synonyms, variants=config.variants, seed=config.seed,
+                             synonyms=config.synonyms, variants=config.variants, misspellings=config.misspellings,
                              contexts=config.contexts)  # fmt: skip
     device = pipe.unet.device
     generator = torch.Generator("cpu").manual_seed(config.seed)

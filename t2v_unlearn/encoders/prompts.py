@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..spelling import spelling_variants
+from ..spelling import training_variants
 from ..tinyworld.taxonomy import CATEGORIES, load_taxonomy
 
 LITERATURE_TEMPLATES = {
@@ -87,7 +87,8 @@ FRAMES = ("{c}", "an image of {c}", "{c}, small", "a picture that shows {c}")
 SYNONYM_CONTEXTS = 3  # contexts each synonym is trained in
 
 
-def training_prompts(name: str, prompts: tuple[str, ...], synonyms: tuple[str, ...], seed: int = 0) -> tuple[str, ...]:
+def training_prompts(name: str, prompts: tuple[str, ...], synonyms: tuple[str, ...],
+                     variants: list[str]) -> tuple[str, ...]:  # fmt: skip
     """The concept's prompts; the same contexts with each synonym (in several) and each spelling variant (in one) in
     its place; then the name and its synonyms in `FRAMES`."""
     out = list(prompts)
@@ -96,7 +97,7 @@ def training_prompts(name: str, prompts: tuple[str, ...], synonyms: tuple[str, .
         out += [
             _replace_word(prompts[(i + k * stride) % len(prompts)], name, synonym) for k in range(SYNONYM_CONTEXTS)
         ]
-    for i, variant in enumerate(spelling_variants(name, seed=seed), start=len(synonyms)):
+    for i, variant in enumerate(variants, start=len(synonyms)):
         out.append(_replace_word(prompts[i % len(prompts)], name, variant))
     out += [frame.format(c=word) for word in (name, *synonyms) for frame in FRAMES]
     return tuple(dict.fromkeys(out))
@@ -158,14 +159,15 @@ def resolve_concepts(
     anchor: str | None = None,
     synonyms: tuple[str, ...] = (),
     variants: bool = True,
-    seed: int = 0,
+    misspellings: int = 1,
     contexts: bool = True,
 ) -> list[ConceptSpec]:
     """Concept names -> specs with their category, training prompts and anchor prompts.
 
     `templates` is the model's (`pipelines.registry.conventions_for(pipe).prompts`): "tinyworld", the world's own
     caption templates, or "literature", the erasing literature's. With `variants`, the training prompts also hold
-    the concept's synonyms (the world's, plus `synonyms` given by the user) and generated spelling variants; with
+    the concept's synonyms (the world's, plus `synonyms` given by the user) and generated spelling variants (those
+    of `misspellings` draws, `spelling.training_variants`); with
     `contexts`, the concept also stands beside other things (`TINYWORLD_CONTEXTS`, `LITERATURE_CONTEXTS`).
     `anchor` (the --to target) replaces the concept in the anchor prompts; default: a generic anchor per category.
     """
@@ -197,11 +199,11 @@ def resolve_concepts(
             prompts = tuple(t.format(c=name) for t in LITERATURE_TEMPLATES[cat])
             prompts += tuple(t.format(c=name) for t in LITERATURE_CONTEXTS[cat]) if contexts else ()
         if variants:
-            prompts = training_prompts(name, prompts, own, seed=seed)
+            prompts = training_prompts(name, prompts, own, training_variants(name, misspellings))
         target = anchor or default_anchor(name, cat, world)
         if target.strip().lower() == name.lower():
             raise ValueError(f"--to {target!r} is the concept itself; pass another concept to replace it with")
-        words = (name, *own, *spelling_variants(name, seed=seed))
+        words = (name, *own, *training_variants(name, misspellings))
         specs.append(ConceptSpec(name, cat, prompts, own, tinyworld=world, anchor=target,
                                  anchor_prompts=anchor_prompts(prompts, words, target)))  # fmt: skip
     if len({s.name for s in specs}) != len(specs):

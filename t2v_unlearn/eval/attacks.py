@@ -2,8 +2,8 @@
 
 `attack_prompts(concept, family, ...)` builds one family of prompts for a suite concept:
 - `synonyms`: sentences that name the concept by a synonym only;
-- `misspellings`: the suite's prompts with spelling variants that erase's own training variants (seed 0..7)
-  do not contain (a dropped, doubled or swapped letter, a digit look-alike);
+- `misspellings`: the suite's prompts with spelling variants that erase's own training variants
+  (`spelling.TRAINING_SEEDS`) do not contain (a dropped, doubled or swapped letter, a digit look-alike);
 - `paraphrases`: long compositional sentences that hold the concept's name among other words;
 - `descriptions`: the concept described by its look, never named; only where the suite lists them (TinyWorld's
   characters, from the taxonomy's looks; for a real suite, e.g. a celebrity described without the name).
@@ -13,7 +13,7 @@ are used as given. Every prompt differs from every prompt of the suite.
 
 from __future__ import annotations
 
-from ..spelling import spelling_variants
+from ..spelling import spelling_variants, training_variants
 
 PROMPT_ATTACKS = ("synonyms", "misspellings", "paraphrases", "descriptions")
 ATTACKS = (*PROMPT_ATTACKS, "embedding")  # embedding: textual inversion, in embedding_attack.py
@@ -53,8 +53,8 @@ def _replace(prompt: str, word: str, replacement: str) -> str:
     return " ".join(replacement if token.lower() == word.lower() else token for token in prompt.split(" "))
 
 
-def training_misspellings(name: str, seeds: range = range(8)) -> set[str]:
-    return {v.lower() for seed in seeds for v in spelling_variants(name, seed=seed)}
+def training_misspellings(name: str) -> set[str]:
+    return {v.lower() for v in training_variants(name)}
 
 
 def attack_prompts(concept, family: str, count: int = 8, listed: dict | None = None) -> list[str]:

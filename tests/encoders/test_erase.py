@@ -247,6 +247,24 @@ def test_prompt_templates_follow_the_models_registry_entry():
         resolve_concepts(["zorbo"], None, "sd2")
 
 
+def test_erase_can_train_on_more_misspellings_than_one_draw_holds():
+    """One spelling-variant draw by default, up to eight (spelling.TRAINING_SEEDS), each variant in one context; the
+    anchor prompts hold none of them; `misspellings` outside 0-8 is refused."""
+    from t2v_unlearn.encoders.prompts import resolve_concepts
+    from t2v_unlearn.spelling import training_variants
+
+    every = resolve_concepts(["square"], None, "tinyworld", misspellings=8)[0]
+    one = resolve_concepts(["square"], None, "tinyworld")[0]
+    none = resolve_concepts(["square"], None, "tinyworld", misspellings=0)[0]
+    words = {w.lower() for p in every.prompts for w in p.replace(",", "").split()}
+    assert {v.lower() for v in training_variants("square")} <= words
+    assert len(none.prompts) < len(one.prompts) < len(every.prompts)
+    anchor_words = {w.lower() for p in every.anchor_prompts for w in p.replace(",", "").split()}
+    assert not anchor_words & {"square", *(v.lower() for v in training_variants("square"))}
+    with pytest.raises(ValueError, match="misspellings must be between 0 and 8"):
+        EraseConfig(misspellings=9)
+
+
 def test_the_gap_rule_threshold_follows_the_category_unless_given():
     from t2v_unlearn.encoders.erase import gap_threshold
     from t2v_unlearn.encoders.prompts import resolve_concepts

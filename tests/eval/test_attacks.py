@@ -1,8 +1,9 @@
 import pytest
 
-from t2v_unlearn.encoders.prompts import resolve_concepts, spelling_variants
+from t2v_unlearn.encoders.prompts import resolve_concepts
 from t2v_unlearn.eval.attacks import PROMPT_ATTACKS, attack_prompts, base_concept, parse_attacks
 from t2v_unlearn.eval.suites import load_suite
+from t2v_unlearn.spelling import TRAINING_SEEDS, spelling_variants, training_variants
 
 
 @pytest.mark.parametrize("family", PROMPT_ATTACKS)
@@ -22,9 +23,22 @@ def test_every_attack_family_differs_from_every_template(image_pipe, family):
 def test_misspellings_are_not_the_ones_erase_trains_on():
     suite = load_suite("tinyworld")
     zorbo = suite.concepts["zorbo"]
-    trained = {v.lower() for seed in range(8) for v in spelling_variants("zorbo", seed=seed)}
+    trained = {v.lower() for seed in TRAINING_SEEDS for v in spelling_variants("zorbo", seed=seed)}
     words = {w for p in attack_prompts(zorbo, "misspellings") for w in p.split()}
     assert words and not words & trained and "zorbo" not in words
+    trained_prompts = resolve_concepts(["zorbo"], None, "tinyworld", misspellings=8)[0].prompts
+    erase_words = {w.lower() for p in trained_prompts for w in p.split()}
+    misspelt = {w for w in words if w not in {w for p in zorbo.prompts for w in p.split()}}  # the template's words out
+    assert misspelt and not misspelt & erase_words  # what erase trains on, at its most draws
+
+
+def test_training_variants_grow_with_the_draws_and_start_with_the_first():
+    one, every = training_variants("square", 1), training_variants("square")
+    assert one == spelling_variants("square", seed=0) and every[: len(one)] == one
+    assert len(set(every)) == len(every) > 2 * len(one) and "square" not in every
+    assert training_variants("square", 0) == []
+    with pytest.raises(ValueError, match="between 0 and 8"):
+        training_variants("square", 9)
 
 
 def test_spelling_variants_are_deterministic_and_never_the_word():
