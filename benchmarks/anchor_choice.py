@@ -50,6 +50,13 @@ def confusion(detector, frames: np.ndarray, labels: list[str], clusters: int) ->
     return out
 
 
+def worst_other(row: dict, name: str) -> dict:
+    """The other concept `name`'s samples are most often read as (`concept` None when none is read at all)."""
+    others = {k: v for k, v in row.items() if k not in (name, NONE)}
+    worst = max(others, key=lambda k: others[k]["value"])
+    return {"concept": worst if others[worst]["value"] > 0 else None, **others[worst]}
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--category", default="object", choices=["object", "style", "id"])
@@ -83,13 +90,12 @@ def main():
                 else:
                     frames = generate_images(pipe, all_prompts, all_seeds, args.steps)
             row = confusion(detector, frames, labels, len(all_prompts))
-            others = {k: v["value"] for k, v in row.items() if k not in (name, NONE)}
-            worst = max(others, key=others.get)
+            worst = worst_other(row, name)
             results.setdefault(name, {})[kind] = {
-                "own": row[name], "max_other": {"concept": worst, **row[worst]}, "confusion": row,
+                "own": row[name], "max_other": worst, "confusion": row,
                 "samples": len(all_prompts), "seconds": round(time.perf_counter() - start, 1)}  # fmt: skip
-            print(f"{kind:5s} {name:10s} own {row[name]['value']:.3f}  worst other {worst} {others[worst]:.3f}",
-                  flush=True)
+            print(f"{kind:5s} {name:10s} own {row[name]['value']:.3f}  worst other {worst['concept']} "
+                  f"{worst['value']:.3f}", flush=True)  # fmt: skip
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     record = {"machine": f"{platform.machine()}, {torch.get_num_threads()} threads", "category": args.category,

@@ -126,3 +126,7 @@ def test_anchor_choice_confusion_counts_frames_and_widens_to_the_samples():
     assert row["circle"]["value"] == 0.5 and row["square"]["value"] == 0.375 and row["none"]["value"] == 0.125
     assert all(r["n"] == 2 for r in row.values())
     assert row["square"]["high"] - row["square"]["low"] > 0.5  # two videos: wide, not the 8 frames' interval
+    bench = _benchmark("anchor_choice")
+    assert bench.worst_other(row, "circle")["concept"] == "square"
+    clean = {"circle": {"value": 0.9}, "square": {"value": 0.0}, "none": {"value": 0.1}}
+    assert bench.worst_other(clean, "circle")["concept"] is None  # read as nothing but itself and "none"
