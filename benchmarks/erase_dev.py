@@ -72,6 +72,7 @@ VARIANTS = {
     "gap0.1": {"gap_ratio": 0.1, "max_steps": 50},
     "ts4": {"eval_timesteps": 4},  # a stop-rule check set half as large: 4 timesteps per shot
     "misspell8": {"misspellings": 8},  # eight spelling-variant draws (the default is one)
+    "name-handle": {"robust_handle": "name", "variant_contexts": 1},  # the seventh session's default
     "to-circle-misspell8": {"anchor": "circle", "misspellings": 8},
     "no-contexts": {"contexts": False},  # the concept's prompts without the concept beside other things
     "ascent-old": {"objective": "ascent", "variants": False, "shot_sampler": "pipeline", "shot_steps": 25,

@@ -38,6 +38,8 @@ VARIANTS = {
     "gap0.05": {"gap_ratio": 0.05},  # the default for objects since the sixth session
     "to-circle": {"anchor": "circle"},  # the shape anchor up to the seventh session
     "misspell8": {"misspellings": 8},  # eight spelling-variant draws (the default is one)
+    # the seventh session's default: the inner attack on the name's token only, each spelling variant in one prompt
+    "name-handle": {"robust_handle": "name", "variant_contexts": 1},
 }
 ATTACKS = ["synonyms", "misspellings", "paraphrases", "descriptions", "embedding"]
 

@@ -130,3 +130,18 @@ def test_anchor_choice_confusion_counts_frames_and_widens_to_the_samples():
     assert bench.worst_other(row, "circle")["concept"] == "square"
     clean = {"circle": {"value": 0.9}, "square": {"value": 0.0}, "none": {"value": 0.1}}
     assert bench.worst_other(clean, "circle")["concept"] is None  # read as nothing but itself and "none"
+
+
+def test_erase_seeds_pools_hits_over_erase_seeds_with_the_pooled_interval():
+    """The pooled rate is all hits over all images of a variant's erases; its interval is the pooled count's Wilson
+    interval (not the mean of per-seed intervals), so three seeds' 144 images bound it tighter than one seed's 48."""
+    from t2v_unlearn.eval.metrics import wilson_bounds
+
+    pooled = _benchmark("erase_seeds").pooled
+    three = pooled([1, 2, 2], [48, 48, 48])
+    assert three["hits"] == 5 and three["n"] == 144 and abs(three["value"] - 5 / 144) < 1e-4
+    low, high = wilson_bounds(5 / 144, 144)
+    assert abs(three["low"] - low) < 1e-4 and abs(three["high"] - high) < 1e-4
+    one = pooled([2], [48])
+    assert one["high"] - one["low"] > three["high"] - three["low"]
+    assert pooled([0, 0], [48, 48])["value"] == 0.0 and pooled([0, 0], [48, 48])["high"] > 0

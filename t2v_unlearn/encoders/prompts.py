@@ -87,18 +87,21 @@ FRAMES = ("{c}", "an image of {c}", "{c}, small", "a picture that shows {c}")
 SYNONYM_CONTEXTS = 3  # contexts each synonym is trained in
 
 
-def training_prompts(name: str, prompts: tuple[str, ...], synonyms: tuple[str, ...],
-                     variants: list[str]) -> tuple[str, ...]:  # fmt: skip
-    """The concept's prompts; the same contexts with each synonym (in several) and each spelling variant (in one) in
-    its place; then the name and its synonyms in `FRAMES`."""
+def training_prompts(name: str, prompts: tuple[str, ...], synonyms: tuple[str, ...], variants: list[str],
+                     variant_contexts: int = 1) -> tuple[str, ...]:  # fmt: skip
+    """The concept's prompts; the same contexts with each synonym (in `SYNONYM_CONTEXTS`) and each spelling variant
+    (in `variant_contexts`; a case variant in one, since most tokenizers lower-case) in its place; then the name and
+    its synonyms in `FRAMES`."""
     out = list(prompts)
     stride = max(1, len(prompts) // SYNONYM_CONTEXTS)
     for i, synonym in enumerate(synonyms):
         out += [
             _replace_word(prompts[(i + k * stride) % len(prompts)], name, synonym) for k in range(SYNONYM_CONTEXTS)
         ]
+    stride = max(1, len(prompts) // variant_contexts)
     for i, variant in enumerate(variants, start=len(synonyms)):
-        out.append(_replace_word(prompts[i % len(prompts)], name, variant))
+        contexts = 1 if variant.lower() == name.lower() else variant_contexts
+        out += [_replace_word(prompts[(i + k * stride) % len(prompts)], name, variant) for k in range(contexts)]
     out += [frame.format(c=word) for word in (name, *synonyms) for frame in FRAMES]
     return tuple(dict.fromkeys(out))
 
@@ -161,13 +164,14 @@ def resolve_concepts(
     variants: bool = True,
     misspellings: int = 1,
     contexts: bool = True,
+    variant_contexts: int = 1,
 ) -> list[ConceptSpec]:
     """Concept names -> specs with their category, training prompts and anchor prompts.
 
     `templates` is the model's (`pipelines.registry.conventions_for(pipe).prompts`): "tinyworld", the world's own
     caption templates, or "literature", the erasing literature's. With `variants`, the training prompts also hold
     the concept's synonyms (the world's, plus `synonyms` given by the user) and generated spelling variants (those
-    of `misspellings` draws, `spelling.training_variants`); with
+    of `misspellings` draws, `spelling.training_variants`, each in `variant_contexts` of the prompts); with
     `contexts`, the concept also stands beside other things (`TINYWORLD_CONTEXTS`, `LITERATURE_CONTEXTS`).
     `anchor` (the --to target) replaces the concept in the anchor prompts; default: a generic anchor per category.
     """
@@ -199,7 +203,7 @@ def resolve_concepts(
             prompts = tuple(t.format(c=name) for t in LITERATURE_TEMPLATES[cat])
             prompts += tuple(t.format(c=name) for t in LITERATURE_CONTEXTS[cat]) if contexts else ()
         if variants:
-            prompts = training_prompts(name, prompts, own, training_variants(name, misspellings))
+            prompts = training_prompts(name, prompts, own, training_variants(name, misspellings), variant_contexts)
         target = anchor or default_anchor(name, cat, world)
         if target.strip().lower() == name.lower():
             raise ValueError(f"--to {target!r} is the concept itself; pass another concept to replace it with")

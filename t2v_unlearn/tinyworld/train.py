@@ -123,11 +123,21 @@ def classifier_batch(seed: int, batch_size: int, blank_share: float = 0.06, pair
     return pixels, {head: torch.tensor(values) for head, values in targets.items()}
 
 
+def focused_subject(rng: np.random.Generator, focus: tuple[str, ...], focus_share: float) -> str | None:
+    """One of `focus` with probability `focus_share`, else None (any subject). No random number is drawn when either
+    is empty or 0, so the data of a recipe without a focus is what it was before focus existed."""
+    if not focus or not focus_share or rng.random() >= focus_share:
+        return None
+    return focus[int(rng.integers(len(focus)))]
+
+
 def image_batch(seed: int, batch_size: int, motion_share: float = 0.0, id_share: float = 0.3,
-                language: dict | None = None, pair_share: float = 0.0):  # fmt: skip
+                language: dict | None = None, pair_share: float = 0.0, focus: tuple[str, ...] = (),
+                focus_share: float = 0.0):  # fmt: skip
     """Rendered images in [-1, 1] (B, 3, H, W) with one caption each. Some are frames of moving scenes.
 
-    `language` holds `caption`'s probabilities (render.LANGUAGE_V1 or LANGUAGE_V2).
+    `language` holds `caption`'s probabilities (render.LANGUAGE_V1 or LANGUAGE_V2). A `focus_share` of the still
+    scenes show one of the `focus` subjects (concepts the model draws poorly), alone.
     """
     language = language or LANGUAGE_V1
     rng = np.random.default_rng(seed)
@@ -137,6 +147,9 @@ def image_batch(seed: int, batch_size: int, motion_share: float = 0.0, id_share:
             moving = sample_scene(rng, video=True, id_share=id_share)
             text = caption(moving, rng, **language)
             scene = frame_scene(moving, float(rng.integers(8)) / 7)
+        elif (subject := focused_subject(rng, focus, focus_share)) is not None:
+            scene = sample_scene(rng, subject=subject)
+            text = caption(scene, rng, **language)
         else:
             scene = sample_scene(rng, id_share=id_share, pair_share=pair_share)
             text = caption(scene, rng, **language)
@@ -146,13 +159,15 @@ def image_batch(seed: int, batch_size: int, motion_share: float = 0.0, id_share:
     return pixels, captions
 
 
-def video_batch(seed: int, batch_size: int, language: dict | None = None):
-    """Rendered videos in [-1, 1] (B, 3, F, H, W) with one caption each."""
+def video_batch(seed: int, batch_size: int, language: dict | None = None, focus: tuple[str, ...] = (),
+                focus_share: float = 0.0):  # fmt: skip
+    """Rendered videos in [-1, 1] (B, 3, F, H, W) with one caption each; a `focus_share` of them show a `focus`
+    subject."""
     language = language or LANGUAGE_V1
     rng = np.random.default_rng(seed)
     videos, captions = [], []
     for _ in range(batch_size):
-        scene = sample_scene(rng, video=True)
+        scene = sample_scene(rng, video=True, subject=focused_subject(rng, focus, focus_share))
         videos.append(render(scene))
         captions.append(caption(scene, rng, **language))
     pixels = torch.from_numpy(np.stack(videos)).permute(0, 4, 1, 2, 3).float() / 127.5 - 1
@@ -467,14 +482,23 @@ def stage_image(args, tokenizer, record):
     text_encoder, unet = text_encoder.to(args.device), unet.to(args.device)
     scheduler = models.make_scheduler()
     params = list(text_encoder.parameters()) + list(unet.parameters())
+    rows = None
+    if args.focus_rows:  # the encoder frozen but for the focus subjects' names' rows: other prompts encode as before
+        text_encoder.requires_grad_(False)
+        rows = WordRows(text_encoder, tokenizer, focus_tokens(tokenizer, parse_focus(args.focus)))
+        params = [{"params": list(unet.parameters())}, {"params": [rows.weight], "weight_decay": 0.0}]
+        print(f"[image] encoder frozen but for the rows of {rows.tokens}")
     trainer = Trainer("image", args.work, {"text_encoder": text_encoder, "unet": unet}, params, args.image_steps,
                       args.image_lr, device=args.device)  # fmt: skip
     generator = torch.Generator().manual_seed(args.seed + 3)
     language = LANGUAGES[args.language]
+    focus = parse_focus(args.focus)
+    separation = ShapeSeparation(tokenizer, args.shape_margin, args.device) if args.shape_margin > 0 else None
 
     def step(i):
         pixels, captions = image_batch(30_000_000 + args.data_offset + i, args.batch_size, motion_share=0.25,
-                                       language=language, pair_share=args.pair_share)  # fmt: skip
+                                       language=language, pair_share=args.pair_share, focus=focus,
+                                       focus_share=args.focus_share)  # fmt: skip
         captions = ["" if torch.rand(1, generator=generator).item() < 0.1 else c for c in captions]
         latents = _encode_latents(vae, pixels.to(args.device))
         noise = torch.randn(latents.shape, generator=generator).to(args.device)
@@ -483,11 +507,68 @@ def stage_image(args, tokenizer, record):
         with torch.autocast(args.device, dtype=torch.bfloat16, enabled=args.bf16):
             hidden = text_encoder(tokenize(tokenizer, captions).to(args.device))[0]
             pred = unet(noisy, t, hidden).sample.float()
-        return diffusion_loss(pred, noise, t, scheduler, args.snr_gamma)
+        loss = diffusion_loss(pred, noise, t, scheduler, args.snr_gamma)
+        if separation is not None:
+            loss = loss + separation.hinge(text_encoder).sum()
+        return loss
 
+    if separation is not None:
+        with torch.no_grad():
+            closest = separation.distances(text_encoder).min().item()
+        print(f"[image] shapes kept {args.shape_margin} apart; closest two shapes now {closest:.4f}")
     record["image"] = trainer.run(step)
+    if separation is not None:
+        with torch.no_grad():
+            record["image"]["closest_shapes"] = round(separation.distances(text_encoder).min().item(), 5)
+    if rows is not None:
+        rows.check_only_rows_moved()
+        record["image"]["focus_rows_moved"] = rows.moved()
     save_module(text_encoder, Path(args.work) / "image" / "text_encoder")
     save_module(unet, Path(args.work) / "image" / "unet")
+
+
+def parse_focus(text: str) -> tuple[str, ...]:
+    """`--focus hexagon,star` as a tuple of the world's concepts (an unknown name is an error, not a silent no-op)."""
+    names = tuple(n.strip() for n in text.split(",") if n.strip())
+    taxonomy = load_taxonomy()
+    unknown = [n for n in names if n not in taxonomy.names("object") + taxonomy.names("id")]
+    if unknown:
+        raise SystemExit(f"--focus: {unknown} are not shapes or characters of the world")
+    return names
+
+
+def focus_tokens(tokenizer: CLIPTokenizer, focus: tuple[str, ...]) -> list[str]:
+    """The tokens of the focus subjects' names and synonyms (their rows train under `--focus-rows`)."""
+    if not focus:
+        raise SystemExit("--focus-rows needs --focus (the subjects whose rows train)")
+    taxonomy = load_taxonomy()
+    words = [w for name in focus for w in (name, *taxonomy.get(name).synonyms)]
+    return sorted({t for word in words for t in tokenizer.tokenize(word)})
+
+
+class ShapeSeparation:
+    """A hinge that keeps every two shapes' prompts ("a red hexagon", "a red circle", same colour) at least `margin`
+    apart in the encoder's output (mean squared difference over tokens and features). v2.2's joint image stage left
+    "hexagon" 0.011 from "circle" (every other pair 0.085 or more), and its UNet then drew hexagon prompts as
+    circles: the hexagon/circle difference is a few pixels of the outline, too faint a signal in the denoising loss
+    alone to pull the two words apart."""
+
+    COLOURS = ("red", "blue", "green")
+
+    def __init__(self, tokenizer: CLIPTokenizer, margin: float, device: str = "cpu"):
+        shapes = load_taxonomy().names("object")
+        self.shapes, self.margin = shapes, margin
+        prompts = [f"a {colour} {shape}" for colour in self.COLOURS for shape in shapes]
+        self.ids = tokenize(tokenizer, prompts).to(device)
+        self.pairs = torch.triu(torch.ones(len(shapes), len(shapes), dtype=torch.bool), diagonal=1)
+
+    def distances(self, text_encoder: CLIPTextModel) -> torch.Tensor:
+        """(colours, pairs): each two shapes' distance, said in the same colour."""
+        hidden = text_encoder(self.ids)[0].float().view(len(self.COLOURS), len(self.shapes), -1)
+        return (hidden[:, :, None] - hidden[:, None, :]).pow(2).mean(-1)[:, self.pairs.to(hidden.device)]
+
+    def hinge(self, text_encoder: CLIPTextModel) -> torch.Tensor:
+        return F.relu(self.margin - self.distances(text_encoder))
 
 
 DIRECTIONS = ("moving left", "moving right", "moving up", "moving down")
@@ -531,8 +612,11 @@ def video_loss(args, tokenizer, vae, text_encoder, unet, scheduler, generator, d
         with torch.set_grad_enabled(encoder_trains):
             return text_encoder(tokenize(tokenizer, captions).to(args.device))[0]
 
+    focus = parse_focus(args.focus)
+
     def step(i):
-        pixels, captions = video_batch(data_seed + i, args.video_batch_size, language=language)
+        pixels, captions = video_batch(data_seed + i, args.video_batch_size, language=language, focus=focus,
+                                       focus_share=args.focus_share)  # fmt: skip
         captions = ["" if torch.rand(1, generator=generator).item() < 0.1 else c for c in captions]
         b, c, f, h, w = pixels.shape
         frames = pixels.permute(0, 2, 1, 3, 4).reshape(b * f, c, h, w).to(args.device)
@@ -612,18 +696,13 @@ def stage_video(args, tokenizer, record):
         save_module(text_encoder, work / "video" / "text_encoder")
 
 
-class MotionWordRows:
-    """The token-embedding rows of the motion words (left, right, up, down, rotating, ...) as the only trainable
-    part of the text encoder: the image stage can never tell "moving left" from "moving right" (a still frame shows
-    no direction), so it leaves the four directions encoded almost alike (mean squared distance 0.0002 against 0.18
-    to "rotating", on v2.2). Training these rows through the video UNet, as textual inversion trains a token's row,
-    separates them; every other row and weight stays bit for bit as the image stage left it, so prompts without a
-    motion word encode exactly as before."""
+class WordRows:
+    """Some words' token-embedding rows as the only trainable part of the text encoder (as textual inversion trains
+    a token's row): every other row and weight stays bit for bit, so prompts without those words encode exactly as
+    before. Give `weight` its own optimiser group without weight decay (decay would shrink every row)."""
 
-    def __init__(self, text_encoder: CLIPTextModel, tokenizer: CLIPTokenizer):
+    def __init__(self, text_encoder: CLIPTextModel, tokenizer: CLIPTokenizer, tokens: list[str]):
         vocab = tokenizer.get_vocab()
-        phrases = load_taxonomy().motions
-        tokens = sorted({t for phrase in phrases for t in tokenizer.tokenize(phrase)})
         self.tokens = tokens
         self.ids = torch.tensor([vocab[t] for t in tokens])
         self.weight = text_encoder.get_input_embeddings().weight
@@ -634,6 +713,32 @@ class MotionWordRows:
         mask[self.ids] = 1.0
         self.weight.requires_grad_(True)
         self.weight.register_hook(lambda grad: grad * mask)
+
+    def moved(self) -> dict[str, float]:
+        """How far each word's row moved (L2), by token."""
+        delta = (self.weight.detach() - self.start)[self.ids].norm(dim=-1)
+        return {t: round(float(d), 4) for t, d in zip(self.tokens, delta, strict=True)}
+
+    def check_only_rows_moved(self) -> None:
+        others = torch.ones(self.weight.shape[0], dtype=torch.bool)
+        others[self.ids] = False
+        if not torch.equal(self.weight.detach()[others], self.start[others]):
+            raise RuntimeError(f"a row other than those of {self.tokens} moved")
+        for n, p in self.encoder.named_parameters():
+            if p is not self.weight and not torch.equal(p.detach(), self.frozen[n]):
+                raise RuntimeError(f"text encoder weight {n} moved")
+
+
+class MotionWordRows(WordRows):
+    """The motion words' rows (left, right, up, down, rotating, ...): the image stage can never tell "moving left"
+    from "moving right" (a still frame shows no direction), so it leaves the four directions encoded almost alike
+    (mean squared distance 0.0002 against 0.18 to "rotating", on v2.2). Training these rows through the video UNet
+    separates them."""
+
+    def __init__(self, text_encoder: CLIPTextModel, tokenizer: CLIPTokenizer):
+        phrases = load_taxonomy().motions
+        tokens = sorted({t for phrase in phrases for t in tokenizer.tokenize(phrase)})
+        super().__init__(text_encoder, tokenizer, tokens)
 
     def separate(self, tokenizer: CLIPTokenizer, margin: float = 0.05, max_steps: int = 200, lr: float = 1e-3):
         """Give the motions distinct encodings before the video stage starts: move the motion words' rows until every
@@ -666,20 +771,6 @@ class MotionWordRows:
         with torch.no_grad():
             after = distances().min().item()
         return round(before, 5), round(after, 5)
-
-    def moved(self) -> dict[str, float]:
-        """How far each motion word's row moved (L2), by token."""
-        delta = (self.weight.detach() - self.start)[self.ids].norm(dim=-1)
-        return {t: round(float(d), 4) for t, d in zip(self.tokens, delta, strict=True)}
-
-    def check_only_rows_moved(self) -> None:
-        others = torch.ones(self.weight.shape[0], dtype=torch.bool)
-        others[self.ids] = False
-        if not torch.equal(self.weight.detach()[others], self.start[others]):
-            raise RuntimeError("a row other than the motion words' moved")
-        for n, p in self.encoder.named_parameters():
-            if p is not self.weight and not torch.equal(p.detach(), self.frozen[n]):
-                raise RuntimeError(f"text encoder weight {n} moved")
 
 
 def trained_text_encoder(work: Path) -> Path:
@@ -903,6 +994,24 @@ class TrainConfig:
         default=0.0,
         metadata={"help": "share of still scenes (image and classifier stages) with a character beside a shape"},
     )
+    focus: str = field(
+        default="",
+        metadata={"help": "comma-separated shapes or characters drawn more often in the image, video and motion "
+                          "stages (the ones a model draws as something else); empty: none, as up to v2.2"},
+    )  # fmt: skip
+    focus_share: float = field(
+        default=0.0, metadata={"help": "share of still scenes and of clips that show a --focus subject"}
+    )
+    focus_rows: bool = field(
+        default=False,
+        metadata={"help": "in the image stage, train only the --focus subjects' names' token rows of the text "
+                          "encoder (the UNet trains in full): prompts without those words encode as before"},
+    )  # fmt: skip
+    shape_margin: float = field(
+        default=0.0,
+        metadata={"help": "in the image stage, a hinge keeps every two shapes' prompts at least this far apart in the "
+                          "encoder (mean squared difference; 0: off, as up to v2.2)"},
+    )  # fmt: skip
     language: str = field(
         default="v2",
         metadata={"help": "captions: v1 (names and synonyms) or v2 (also misspellings, paraphrases, looks)"},

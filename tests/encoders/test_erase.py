@@ -265,6 +265,50 @@ def test_erase_can_train_on_more_misspellings_than_one_draw_holds():
         EraseConfig(misspellings=9)
 
 
+def test_each_spelling_variant_is_trained_in_several_contexts():
+    """`variant_contexts` puts each misspelling in that many of the concept's prompts (a case variant in one: a
+    lower-casing tokenizer reads it as the name); the default erase trains each in three."""
+    from t2v_unlearn.encoders.prompts import resolve_concepts
+    from t2v_unlearn.spelling import training_variants
+
+    def contexts(spec, variant):
+        return sum(variant in p.split() for p in spec.prompts)
+
+    one = resolve_concepts(["square"], None, "tinyworld")[0]
+    three = resolve_concepts(["square"], None, "tinyworld", variant_contexts=3)[0]
+    misspelt = [v for v in training_variants("square", 1) if v.lower() != "square"]
+    assert misspelt and all(contexts(one, v) == 1 and contexts(three, v) == 3 for v in misspelt)
+    assert contexts(three, "Square") == 1
+    assert len({p for p in three.prompts if misspelt[0] in p.split()}) == 3  # three different sentences
+    assert EraseConfig().variant_contexts == 3
+    with pytest.raises(ValueError, match="variant_contexts"):
+        EraseConfig(variant_contexts=0)
+
+
+def test_the_attack_handle_holds_the_spellings_but_no_shared_word():
+    """`robust_handle='spellings'` (the default) offsets the tokens of the name, its synonyms and trained spelling
+    variants, never a token the anchor prompts hold too ("a", "of"); 'name' only the name's; the radius must be
+    positive."""
+    from transformers import CLIPTokenizer
+
+    from t2v_unlearn.encoders.erase import attack_token_ids
+    from t2v_unlearn.encoders.prompts import resolve_concepts
+    from t2v_unlearn.pipelines import tinyworld_path
+
+    tokenizer = CLIPTokenizer.from_pretrained(tinyworld_path("image") / "tokenizer")
+    specs = resolve_concepts(["square"], None, "tinyworld")
+    (name,) = attack_token_ids(tokenizer, specs, EraseConfig(robust_handle="name"))
+    wide = attack_token_ids(tokenizer, specs, EraseConfig())  # the default since the eighth session
+    vocab = tokenizer.get_vocab()
+    assert name == vocab["square</w>"] and name in wide
+    assert {vocab["block</w>"], vocab["squar</w>"], vocab["sqaure</w>"]} <= set(wide)
+    assert not {vocab["a</w>"], vocab["of</w>"], vocab["triangle</w>"]} & set(wide)
+    with pytest.raises(ValueError, match="robust_handle"):
+        EraseConfig(robust_handle="everything")
+    with pytest.raises(ValueError, match="robust_radius"):
+        EraseConfig(robust_radius=0)
+
+
 def test_the_gap_rule_threshold_follows_the_category_unless_given():
     from t2v_unlearn.encoders.erase import gap_threshold
     from t2v_unlearn.encoders.prompts import resolve_concepts

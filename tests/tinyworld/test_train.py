@@ -231,3 +231,60 @@ def test_direction_contrast_and_spatial_rate_default_to_the_recorded_recipe():
 
     args = parse_args(["--config", str(tinyworld_path("image").parent / "training.json")])
     assert args.direction_contrast == 0.0 and args.spatial_lr_scale == 0.2
+
+
+def test_focus_draws_its_subjects_and_leaves_the_recorded_batches_alone():
+    """`--focus hexagon,star --focus-share s`: about s of still scenes and clips show a focus subject; without a focus
+    the batches are bit for bit the recorded ones (no random number is drawn for it), so older recipes rebuild."""
+    from t2v_unlearn.tinyworld.train import image_batch, parse_args, parse_focus, video_batch
+
+    args = parse_args(["--config", str(tinyworld_path("image").parent / "training.json")])
+    assert args.focus == "" and args.focus_share == 0.0 and args.shape_margin == 0.0
+    plain, plain_captions = image_batch(7, 6)
+    same, same_captions = image_batch(7, 6, focus=("hexagon",), focus_share=0.0)
+    assert torch.equal(plain, same) and plain_captions == same_captions
+    _, captions = image_batch(7, 64, focus=("hexagon",), focus_share=1.0)
+    assert sum("hexagon" in c or "honeycomb" in c for c in captions) >= 40  # some captions misspell or describe it
+    _, clips = video_batch(3, 4, focus=("star",), focus_share=1.0)
+    assert sum("star" in c for c in clips) >= 2
+    assert parse_focus(" hexagon, star ") == ("hexagon", "star")
+    with pytest.raises(SystemExit, match="hexagonn"):
+        parse_focus("hexagonn")
+
+
+def test_focus_rows_are_the_focus_names_and_synonyms():
+    """`--focus-rows` trains the rows of the focus subjects' names and synonyms, and needs a focus."""
+    from transformers import CLIPTokenizer
+
+    from t2v_unlearn.tinyworld.train import focus_tokens
+
+    tokenizer = CLIPTokenizer.from_pretrained(tinyworld_path("image") / "tokenizer")
+    expected = ["hexagon</w>", "honeycomb</w>", "star</w>", "starburst</w>"]
+    assert focus_tokens(tokenizer, ("hexagon", "star")) == expected
+    with pytest.raises(SystemExit, match="--focus"):
+        focus_tokens(tokenizer, ())
+
+
+def test_shape_separation_is_zero_once_shapes_are_apart_and_pulls_close_ones_apart():
+    """The hinge is positive for the shipped encoder's closest shapes (hexagon and circle) and its gradient moves
+    them apart; at a margin below every pair's distance it is zero."""
+    from transformers import CLIPTextModel, CLIPTokenizer
+
+    from t2v_unlearn.tinyworld.train import ShapeSeparation
+
+    tokenizer = CLIPTokenizer.from_pretrained(tinyworld_path("image") / "tokenizer")
+    encoder = CLIPTextModel.from_pretrained(tinyworld_path("image") / "text_encoder", dtype=torch.float32)
+    separation = ShapeSeparation(tokenizer, margin=0.05)
+    with torch.no_grad():
+        distances = separation.distances(encoder)
+    closest = distances.min().item()
+    assert ShapeSeparation(tokenizer, margin=closest * 0.99).hinge(encoder).sum().item() == 0.0
+    hinge = separation.hinge(encoder)
+    assert hinge.sum().item() > 0
+    optimizer = torch.optim.Adam(encoder.parameters(), lr=1e-3)
+    for _ in range(3):
+        optimizer.zero_grad()
+        separation.hinge(encoder).sum().backward()
+        optimizer.step()
+    with torch.no_grad():
+        assert separation.distances(encoder).min().item() > closest
