@@ -512,14 +512,16 @@ def stage_image(args, tokenizer, record):
             loss = loss + separation.hinge(text_encoder).sum()
         return loss
 
+    closest = None
     if separation is not None:
         with torch.no_grad():
-            closest = separation.distances(text_encoder).min().item()
+            closest = round(separation.distances(text_encoder).min().item(), 5)
         print(f"[image] shapes kept {args.shape_margin} apart; closest two shapes now {closest:.4f}")
     record["image"] = trainer.run(step)
     if separation is not None:
         with torch.no_grad():
-            record["image"]["closest_shapes"] = round(separation.distances(text_encoder).min().item(), 5)
+            after = round(separation.distances(text_encoder).min().item(), 5)
+        record["image"]["closest_shapes_before_after"] = [closest, after]
     if rows is not None:
         rows.check_only_rows_moved()
         record["image"]["focus_rows_moved"] = rows.moved()
