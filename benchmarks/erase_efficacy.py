@@ -40,6 +40,8 @@ VARIANTS = {
     "misspell8": {"misspellings": 8},  # eight spelling-variant draws (the default is one)
     # the seventh session's default: the inner attack on the name's token only, each spelling variant in one prompt
     "name-handle": {"robust_handle": "name", "variant_contexts": 1},
+    # every spelling as the attack's handle, each variant in 3 sentences: an object's default since the eighth session
+    "spellings": {"robust_handle": "spellings", "variant_contexts": 3},
     # the same for 50 steps, no stop rule: as many steps as the default takes on the shape (it ends at the cap)
     "name-handle-50": {"robust_handle": "name", "variant_contexts": 1, "stop_rule": "max-steps", "max_steps": 50},
 }

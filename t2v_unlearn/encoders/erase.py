@@ -68,11 +68,12 @@ class EraseConfig:
         default=1.0,
         metadata={"help": "the inner attack's reach: the largest offset, in token-embedding lengths (--robust)"},
     )
-    robust_handle: str = field(
-        default="spellings",
+    robust_handle: str | None = field(
+        default=None,
         metadata={"help": "the tokens the inner attack offsets: 'spellings' (the concept name's, its synonyms' and "
                           "its trained spelling variants', each attacked where it stands; tokens the anchor prompts "
-                          "also hold are left out) or 'name' (the name's only, up to the seventh session)"},
+                          "also hold are left out) or 'name' (the name's only); default: 'spellings' for objects, "
+                          "'name' otherwise (docs/BENCHMARKS.md, eighth session)"},
     )  # fmt: skip
     variants: bool = field(default=True, metadata={"help": "train on synonyms and spelling variants too"})
     misspellings: int = field(
@@ -80,10 +81,10 @@ class EraseConfig:
                                      "doubled and a swapped letter and a digit look-alike; spelling.training_variants;"
                                      " 8 is measured on the development split only, docs/BENCHMARKS.md)"}
     )  # fmt: skip
-    variant_contexts: int = field(
-        default=3,
-        metadata={"help": "with variants: the prompts each spelling variant is trained in (1 up to the seventh "
-                          "session; in one, a misspelling unseen in training still leaked, docs/BENCHMARKS.md)"},
+    variant_contexts: int | None = field(
+        default=None,
+        metadata={"help": "with variants: the prompts each spelling variant is trained in; default: 3 for objects "
+                          "(in one, a misspelling unseen in training still leaked), 1 otherwise (docs/BENCHMARKS.md)"},
     )  # fmt: skip
     contexts: bool = field(
         default=True, metadata={"help": "train on the concept beside other things too (encoders/prompts.py)"}
@@ -164,13 +165,13 @@ class EraseConfig:
             self.stop_rule = "anchor-gap" if self.objective == "anchor" else "loss-ratio"
         if self.robust is True and self.objective != "anchor":
             raise ValueError("--robust needs the anchor objective (it erases under the attack toward the anchor)")
-        if self.variant_contexts < 1:
+        if self.variant_contexts is not None and self.variant_contexts < 1:
             raise ValueError(f"variant_contexts must be at least 1, got {self.variant_contexts}")
         if not 0 <= self.misspellings <= len(TRAINING_SEEDS):
             raise ValueError(f"misspellings must be between 0 and {len(TRAINING_SEEDS)}, got {self.misspellings}")
         if self.robust_steps < 1 or not self.robust_lr > 0 or not self.robust_radius > 0:
             raise ValueError("robust_steps must be at least 1, robust_lr and robust_radius positive")
-        if self.robust_handle not in ROBUST_HANDLES:
+        if self.robust_handle is not None and self.robust_handle not in ROBUST_HANDLES:
             raise ValueError(f"robust_handle must be one of {ROBUST_HANDLES}, got {self.robust_handle!r}")
         if self.stop_rule in ("anchor-distance", "anchor-gap") and self.objective != "anchor":
             raise ValueError(f"stop_rule {self.stop_rule!r} needs objective 'anchor'")
@@ -322,11 +323,12 @@ def attack_token_ids(tokenizer, specs: list[ConceptSpec], config: EraseConfig) -
     their synonyms and trained spelling variants, less any token the anchor prompts hold too (a word the prompts
     share, such as "a", is no handle on the concept)."""
     words = [spec.name for spec in specs]
-    if config.robust_handle == "spellings":
+    handle = attack_handle(config, specs)
+    if handle == "spellings":
         for spec in specs:
             words += [*spec.synonyms, *(training_variants(spec.name, config.misspellings) if config.variants else ())]
     ids = {i for word in words for i in concept_token_ids(tokenizer, word)}
-    if config.robust_handle == "spellings":
+    if handle == "spellings":
         anchor_prompts = [p for spec in specs for p in spec.anchor_prompts]
         shared = {i for p in anchor_prompts for i in tokenizer(p, add_special_tokens=False).input_ids}
         ids = (ids - shared) or ids
@@ -417,6 +419,26 @@ def predicted_end(step: int, gap: float, threshold: float, check_every: int, max
 ROBUST_CATEGORIES = ("object", "style")  # where `robust` is on by default (docs/BENCHMARKS.md, fifth session)
 
 
+SPELLING_CATEGORIES = ("object",)  # where the attack holds every spelling and each variant stands in 3 sentences
+
+
+def attack_handle(config: EraseConfig, specs: list[ConceptSpec]) -> str:
+    """`config.robust_handle`, else 'spellings' when a concept is an object and 'name' otherwise: on the shape it took
+    the unseen misspellings from 11% to 0 of 80 images, on the style it let 3 of 80 images through where the name's
+    handle let none (docs/BENCHMARKS.md, eighth session)."""
+    if config.robust_handle is not None:
+        return config.robust_handle
+    return "spellings" if any(spec.category in SPELLING_CATEGORIES for spec in specs) else "name"
+
+
+def spelling_contexts(config: EraseConfig, specs: list[ConceptSpec]) -> int:
+    """`config.variant_contexts`, else 3 when a concept is an object and 1 otherwise (measured together with the
+    attack's handle, `attack_handle`)."""
+    if config.variant_contexts is not None:
+        return config.variant_contexts
+    return 3 if any(spec.category in SPELLING_CATEGORIES for spec in specs) else 1
+
+
 def robust_for(config: EraseConfig, specs: list[ConceptSpec]) -> bool:
     """Whether the run erases under the inner attack: `config.robust`, else on with the anchor objective when a
     concept is a style or an object."""
@@ -432,9 +454,15 @@ def gap_threshold(config: EraseConfig, specs: list[ConceptSpec]) -> float:
 
 def _erase(pipe, concepts, config: EraseConfig, progress: bool, shots) -> EraseResult:
     timings = {}
-    specs = resolve_concepts(concepts, config.category, conventions_for(pipe).prompts, anchor=config.anchor,
-                             synonyms=config.synonyms, variants=config.variants, misspellings=config.misspellings,
-                             contexts=config.contexts, variant_contexts=config.variant_contexts)  # fmt: skip
+
+    def resolve(variant_contexts: int) -> list[ConceptSpec]:
+        return resolve_concepts(concepts, config.category, conventions_for(pipe).prompts, anchor=config.anchor,
+                                synonyms=config.synonyms, variants=config.variants, misspellings=config.misspellings,
+                                contexts=config.contexts, variant_contexts=variant_contexts)  # fmt: skip
+
+    specs = resolve(config.variant_contexts or 1)
+    if spelling_contexts(config, specs) != (config.variant_contexts or 1):  # the category's default differs
+        specs = resolve(spelling_contexts(config, specs))
     device = pipe.unet.device
     generator = torch.Generator("cpu").manual_seed(config.seed)
     torch.manual_seed(config.seed)

@@ -267,7 +267,7 @@ def test_erase_can_train_on_more_misspellings_than_one_draw_holds():
 
 def test_each_spelling_variant_is_trained_in_several_contexts():
     """`variant_contexts` puts each misspelling in that many of the concept's prompts (a case variant in one: a
-    lower-casing tokenizer reads it as the name); the default erase trains each in three."""
+    lower-casing tokenizer reads it as the name); by default three for an object, one otherwise."""
     from t2v_unlearn.encoders.prompts import resolve_concepts
     from t2v_unlearn.spelling import training_variants
 
@@ -280,15 +280,19 @@ def test_each_spelling_variant_is_trained_in_several_contexts():
     assert misspelt and all(contexts(one, v) == 1 and contexts(three, v) == 3 for v in misspelt)
     assert contexts(three, "Square") == 1
     assert len({p for p in three.prompts if misspelt[0] in p.split()}) == 3  # three different sentences
-    assert EraseConfig().variant_contexts == 3
+    from t2v_unlearn.encoders.erase import spelling_contexts
+
+    style = resolve_concepts(["striped"], None, "tinyworld")
+    assert spelling_contexts(EraseConfig(), [three]) == 3 and spelling_contexts(EraseConfig(), style) == 1
+    assert spelling_contexts(EraseConfig(variant_contexts=2), style) == 2  # the flag wins
     with pytest.raises(ValueError, match="variant_contexts"):
         EraseConfig(variant_contexts=0)
 
 
 def test_the_attack_handle_holds_the_spellings_but_no_shared_word():
-    """`robust_handle='spellings'` (the default) offsets the tokens of the name, its synonyms and trained spelling
-    variants, never a token the anchor prompts hold too ("a", "of"); 'name' only the name's; the radius must be
-    positive."""
+    """`robust_handle='spellings'` (an object's default) offsets the tokens of the name, its synonyms and trained
+    spelling variants, never a token the anchor prompts hold too ("a", "of"); 'name' (a style's and a character's
+    default) only the name's; the radius must be positive."""
     from transformers import CLIPTokenizer
 
     from t2v_unlearn.encoders.erase import attack_token_ids
@@ -298,7 +302,9 @@ def test_the_attack_handle_holds_the_spellings_but_no_shared_word():
     tokenizer = CLIPTokenizer.from_pretrained(tinyworld_path("image") / "tokenizer")
     specs = resolve_concepts(["square"], None, "tinyworld")
     (name,) = attack_token_ids(tokenizer, specs, EraseConfig(robust_handle="name"))
-    wide = attack_token_ids(tokenizer, specs, EraseConfig())  # the default since the eighth session
+    wide = attack_token_ids(tokenizer, specs, EraseConfig())  # an object's default since the eighth session
+    style = resolve_concepts(["striped"], None, "tinyworld")
+    assert attack_token_ids(tokenizer, style, EraseConfig()) == [tokenizer.get_vocab()["striped</w>"]]
     vocab = tokenizer.get_vocab()
     assert name == vocab["square</w>"] and name in wide
     assert {vocab["block</w>"], vocab["squar</w>"], vocab["sqaure</w>"]} <= set(wide)
