@@ -482,17 +482,17 @@ def stage_image(args, tokenizer, record):
     text_encoder, unet = text_encoder.to(args.device), unet.to(args.device)
     scheduler = models.make_scheduler()
     params = list(text_encoder.parameters()) + list(unet.parameters())
+    focus = parse_focus(args.focus)
     rows = None
     if args.focus_rows:  # the encoder frozen but for the focus subjects' names' rows: other prompts encode as before
         text_encoder.requires_grad_(False)
-        rows = WordRows(text_encoder, tokenizer, focus_tokens(tokenizer, parse_focus(args.focus)))
+        rows = WordRows(text_encoder, tokenizer, focus_tokens(tokenizer, focus))
         params = [{"params": list(unet.parameters())}, {"params": [rows.weight], "weight_decay": 0.0}]
         print(f"[image] encoder frozen but for the rows of {rows.tokens}")
     trainer = Trainer("image", args.work, {"text_encoder": text_encoder, "unet": unet}, params, args.image_steps,
                       args.image_lr, device=args.device)  # fmt: skip
     generator = torch.Generator().manual_seed(args.seed + 3)
     language = LANGUAGES[args.language]
-    focus = parse_focus(args.focus)
     separation = ShapeSeparation(tokenizer, args.shape_margin, args.device) if args.shape_margin > 0 else None
 
     def step(i):
@@ -551,9 +551,9 @@ def focus_tokens(tokenizer: CLIPTokenizer, focus: tuple[str, ...]) -> list[str]:
 class ShapeSeparation:
     """A hinge that keeps every two shapes' prompts ("a red hexagon", "a red circle", same colour) at least `margin`
     apart in the encoder's output (mean squared difference over tokens and features). v2.2's joint image stage left
-    "hexagon" 0.011 from "circle" (every other pair 0.085 or more), and its UNet then drew hexagon prompts as
-    circles: the hexagon/circle difference is a few pixels of the outline, too faint a signal in the denoising loss
-    alone to pull the two words apart."""
+    "hexagon" closer to "circle" than any other two shapes (the stage records the closest pair before and after),
+    and its UNet then drew hexagon prompts as circles: the difference is a few pixels of the outline, too faint a
+    signal in the denoising loss alone to pull the two words apart."""
 
     COLOURS = ("red", "blue", "green")
 
