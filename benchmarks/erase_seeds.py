@@ -9,7 +9,7 @@ at every `--erase-seeds` seed and samples, for every resulting encoder, the eval
 attack family (`eval.attacks.attack_prompts`) and the concept's own suite prompts, at sampling seeds 200 and up
 (the suite and its benchmarks sample seeds 0-59, so this never re-draws their images). Each image is read by the
 TinyWorld detector on the concept's category head, as `eval` reads it. Reports, per variant, each seed's hit rate
-and the pooled one with a Wilson interval over all of the variant's images, and each erase's steps and stop rule.
+and the pooled one with a Wilson interval over all of the variant's images, and each erase's steps, stop rule and anchor-gap checks (step, gap).
 Writes benchmarks/results/erase_seeds.json.
 """
 
@@ -90,8 +90,9 @@ def main():
             erase_seconds = time.perf_counter() - start
             pipe.text_encoder = result.text_encoder
             try:
+                gaps = [[h["step"], round(h["gap_ratio"], 4)] for h in result.history if "gap_ratio" in h]
                 run = {"erase_seed": seed, "steps": result.steps, "stopped_by": result.stopped_by,
-                       "erase_seconds": round(erase_seconds, 1)}  # fmt: skip
+                       "erase_seconds": round(erase_seconds, 1), "gaps": gaps}  # fmt: skip
                 for family, prompts in families.items():
                     found = hits(prompts)
                     by_prompt = {p: int(h.sum()) for p, h in zip(prompts, found, strict=True)}

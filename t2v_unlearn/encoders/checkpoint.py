@@ -72,6 +72,9 @@ class Manifest:
     categories: dict[str, str] = _field("an object", "concept -> category", default_factory=dict)
     prompts: dict[str, list[str]] = _field("an object", "concept -> its training prompts", default_factory=dict)
     config: dict = _field("an object", "the full EraseConfig (`EraseConfig.to_dict()`)", default_factory=dict)
+    resolved: dict = _field("an object", "what ran where the config left the choice to the concepts' categories "
+                            "(robust, robust_handle, variant_contexts, gap_ratio; `EraseResult.resolved`)",
+                            default_factory=dict)  # fmt: skip
     base_model: str | None = _field("a string", "the base pipeline erase ran on", default=None)
     base_fingerprint: str = _field("a string", "`encoder_fingerprint` of the base text encoder")
     unlearned_fingerprint: str | None = _field("a string", "`encoder_fingerprint` of the saved encoder", default=None)
@@ -176,6 +179,7 @@ def save_checkpoint(
             categories={c.name: c.category for c in result.concepts},
             prompts={c.name: list(c.prompts) for c in result.concepts},
             config=config.to_dict(),
+            resolved=result.resolved(),
             base_model=base_model,
             base_fingerprint=base_print,
             unlearned_fingerprint=encoder_fingerprint(encoder),
@@ -209,6 +213,9 @@ def model_card(manifest: Manifest) -> str:
     how = {"anchor": f"the concept's prompts drawn as {anchor} through the frozen UNet",
            "ascent": "gradient ascent on the denoising loss through the frozen UNet"}.get(
         manifest.config.get("objective"), "objective not recorded")  # fmt: skip
+    handle = {"spellings": "every spelling's tokens", "name": "the name's tokens"}.get(
+        manifest.resolved.get("robust_handle"), "the concept's tokens")
+    robust = f"; erased under an inner attack on {handle} (robust)" if manifest.resolved.get("robust") else ""
     return f"""---
 library_name: transformers
 tags: [t2v_unlearn, concept-erasure, clip-text-encoder]
@@ -222,7 +229,7 @@ This folder holds a CLIP text encoder from which {concepts} was erased by few-sh
 - Base model: `{manifest.base_model}`, text-encoder fingerprint `{manifest.base_fingerprint[:16]}...`
 - Trainable preset: `{manifest.config["trainable"]}`; {manifest.changed_parameters:,} of
   {manifest.total_parameters:,} parameters changed; {manifest.steps} steps,
-  stopped by `{manifest.stopped_by}`.
+  stopped by `{manifest.stopped_by}`{robust}.
 - Time: {timings}.
 
 ## Files

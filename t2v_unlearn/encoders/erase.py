@@ -209,6 +209,14 @@ class EraseResult:
     shots: dict[str, np.ndarray] = field(default_factory=dict)
     gap_ratio: float | None = None  # the anchor-gap rule's threshold, when that rule ran (`gap_threshold`)
     robust: bool = False  # whether it erased under the inner attack (`robust_for`)
+    robust_handle: str | None = None  # the inner attack's handle, when robust (`attack_handle`)
+    variant_contexts: int = 1  # sentences each spelling variant was trained in (`spelling_contexts`)
+
+    def resolved(self) -> dict:
+        """What the run chose where its config leaves the choice to the concepts' categories (the None fields of
+        `EraseConfig`): unlearn.json records it, since the config alone does not say what ran."""
+        return {"robust": self.robust, "robust_handle": self.robust_handle,
+                "variant_contexts": self.variant_contexts, "gap_ratio": self.gap_ratio}  # fmt: skip
 
 
 # --- shots -------------------------------------------------------------------------------------------------
@@ -671,4 +679,6 @@ def _erase(pipe, concepts, config: EraseConfig, progress: bool, shots) -> EraseR
         shots=shot_images,
         gap_ratio=gap_ratio if gap_check else None,
         robust=robust,
+        robust_handle=attack_handle(config, specs) if robust else None,
+        variant_contexts=spelling_contexts(config, specs),
     )

@@ -69,6 +69,19 @@ def test_checkpoint_layout_and_manifest(erased, image_pipe):
     assert not list(folder.parent.glob(".*tmp"))
 
 
+def test_manifest_records_what_the_category_defaults_resolved_to(erased, erased_lora):
+    # the config leaves robust, the attack's handle and the variant sentences to the category (None): the manifest
+    # says what ran, a character's plain erase and a shape's robust one under every spelling
+    for (_, folder), expected in zip((erased, erased_lora), (
+        {"robust": False, "robust_handle": None, "variant_contexts": 1, "gap_ratio": None},
+        {"robust": True, "robust_handle": "spellings", "variant_contexts": 3, "gap_ratio": None},
+    ), strict=True):  # fmt: skip
+        manifest = json.loads((folder / "unlearn.json").read_text())
+        assert manifest["config"]["robust"] is None and manifest["config"]["robust_handle"] is None
+        assert manifest["resolved"] == expected
+        assert read_manifest(folder).resolved == expected
+
+
 def test_plain_transformers_loads_the_encoder(erased, image_pipe):
     result, folder = erased
     plain = CLIPTextModel.from_pretrained(folder, subfolder="text_encoder")
