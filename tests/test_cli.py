@@ -124,6 +124,23 @@ def test_erase_flags_are_built_from_erase_config():
     assert rerun.lr == 1e-3 and rerun.seed == 8  # the saved value, unless a flag overrides it
 
 
+def test_erase_tells_a_levelled_gap_from_one_that_never_closed():
+    from types import SimpleNamespace
+
+    from t2v_unlearn.commands.erase import stop_message
+
+    def result(gaps, robust=True, stopped_by="max_steps"):
+        history = [{"step": 5 * (i + 1), "gap_ratio": g} for i, g in enumerate(gaps)]
+        return SimpleNamespace(history=history, gap_ratio=0.05, robust=robust, stopped_by=stopped_by, steps=50)
+
+    shape = [0.66, 0.47, 0.31, 0.21, 0.12, 0.066, 0.057, 0.074, 0.057, 0.076]  # the shape's default erase, seed 0
+    assert stop_message(result(shape)).startswith("note: the UNet's prediction gap to the anchor levelled off at 0.06")
+    assert stop_message(result(shape, robust=False)).startswith("warning: the stop rule did not fire")
+    assert stop_message(result([0.9, 0.6, 0.3])).startswith("warning")  # far from the threshold: a warning
+    assert stop_message(result([0.3, 0.04], stopped_by="anchor_gap")) is None
+    assert stop_message(result([])) is None  # no gap checks (another rule)
+
+
 def test_erase_config_reruns_bit_for_bit(tmp_path):
     from safetensors.torch import load_file
 

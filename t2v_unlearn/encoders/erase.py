@@ -412,13 +412,15 @@ def _park(module: torch.nn.Module, offload: bool) -> None:
 GAP_RATIOS = {"object": 0.05, "style": 0.2, "id": 0.2}
 
 
-def predicted_end(step: int, gap: float, threshold: float, check_every: int, max_steps: int) -> int:
+def predicted_end(step: int, gap: float, threshold: float, check_every: int, max_steps: int,
+                  best: float = 1.0) -> int:  # fmt: skip
     """The step at which the anchor-gap rule should fire, for the progress bar: the gap starts at 1 and, assumed to
     shrink geometrically, reaches `threshold` at step * ln(threshold) / ln(gap); the rule looks every `check_every`
-    steps, so the run ends at the first check after that, and never past `max_steps`."""
+    steps, so the run ends at the first check after that, and never past `max_steps`. A gap no lower than `best`,
+    the lowest of the earlier checks, has levelled off (as a shape's does under the inner attack): the cap."""
     if gap <= threshold:
         return step
-    if not 0 < gap < 1 or threshold <= 0:  # not shrinking (yet), or a rule that never fires: the cap
+    if not 0 < gap < min(best, 1) or threshold <= 0:  # not shrinking (any more), or a rule that never fires: the cap
         return max_steps
     needed = step * math.log(threshold) / math.log(gap)
     return min(max(math.ceil(needed / check_every) * check_every, step + check_every), max_steps)
@@ -568,7 +570,7 @@ def _erase(pipe, concepts, config: EraseConfig, progress: bool, shots) -> EraseR
     start = time.perf_counter()
     concept_ids = attack_token_ids(tokenizer, specs, config)
     attack = torch.zeros(model.get_input_embeddings().weight.shape[1], device=device)  # warm-started across steps
-    stopped_by, step, first, running = "max_steps", 0, [], None
+    stopped_by, step, first, running, best_gap = "max_steps", 0, [], None, 1.0
     names = ", ".join(s.name for s in specs)
     # under the gap rule the total starts at the cap and, from the first check on, is where the rule should fire
     until = f" until gap <= {gap_ratio:g}" if gap_check else ""
@@ -635,7 +637,8 @@ def _erase(pipe, concepts, config: EraseConfig, progress: bool, shots) -> EraseR
                     stopped_by = "anchor_gap"
                     break
                 # the bar's total (and so its ETA) follows the gap: where the rule should fire, not the cap
-                bar.total = predicted_end(step, gap, gap_ratio, config.check_every, config.max_steps)
+                bar.total = predicted_end(step, gap, gap_ratio, config.check_every, config.max_steps, best_gap)
+                best_gap = min(best_gap, gap)
                 bar.refresh()
         elif check and (step % config.check_every == 0 or step == config.max_steps):
             record = {"step": step, "concept_loss": concept_loss(), "neutral_loss": neutral_loss,

@@ -336,6 +336,9 @@ def test_the_progress_bar_ends_where_the_gap_rule_should_fire():
     assert predicted_end(5, 0.21, 0.2, check_every=5, max_steps=50) == 10  # at least the next check
     assert predicted_end(10, 0.15, 0.2, check_every=5, max_steps=50) == 10  # fired: here
     assert predicted_end(5, 0.5, 0.0, check_every=5, max_steps=50) == 50  # a threshold never met
+    # levelled off: no lower than an earlier check (a shape's gap under the inner attack), so the cap
+    assert predicted_end(40, 0.074, 0.05, check_every=5, max_steps=50, best=0.057) == 50
+    assert predicted_end(40, 0.055, 0.05, check_every=5, max_steps=50, best=0.057) == 45  # still falling
 
 
 def test_the_concept_is_also_trained_beside_other_things():
