@@ -9,8 +9,8 @@ at every `--erase-seeds` seed and samples, for every resulting encoder, the eval
 attack family (`eval.attacks.attack_prompts`) and the concept's own suite prompts, at sampling seeds 200 and up
 (the suite and its benchmarks sample seeds 0-59, so this never re-draws their images). Each image is read by the
 TinyWorld detector on the concept's category head, as `eval` reads it. Reports, per variant, each seed's hit rate
-and the pooled one with a Wilson interval over all of the variant's images, and each erase's steps, stop rule and anchor-gap checks (step, gap).
-Writes benchmarks/results/erase_seeds.json.
+and the pooled one with a Wilson interval over all of the variant's images, and each erase's steps, stop rule and
+anchor-gap checks (step, gap). Writes benchmarks/results/erase_seeds.json.
 """
 
 from __future__ import annotations

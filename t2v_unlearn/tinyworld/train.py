@@ -488,7 +488,11 @@ def stage_image(args, tokenizer, record):
         text_encoder.requires_grad_(False)
         rows = WordRows(text_encoder, tokenizer, focus_tokens(tokenizer, focus))
         params = [{"params": list(unet.parameters())}, {"params": [rows.weight], "weight_decay": 0.0}]
-        print(f"[image] encoder frozen but for the rows of {rows.tokens}")
+        if args.freeze_unet:  # textual inversion of the focus words: every other prompt samples exactly as before
+            unet.requires_grad_(False)
+            params = params[1:]
+        frozen = ", UNet frozen" if args.freeze_unet else ""
+        print(f"[image] encoder frozen but for the rows of {rows.tokens}{frozen}")
     trainer = Trainer("image", args.work, {"text_encoder": text_encoder, "unet": unet}, params, args.image_steps,
                       args.image_lr, device=args.device)  # fmt: skip
     generator = torch.Generator().manual_seed(args.seed + 3)
@@ -1009,6 +1013,11 @@ class TrainConfig:
         metadata={"help": "in the image stage, train only the --focus subjects' names' token rows of the text "
                           "encoder (the UNet trains in full): prompts without those words encode as before"},
     )  # fmt: skip
+    freeze_unet: bool = field(
+        default=False,
+        metadata={"help": "with --focus-rows, the image UNet frozen too: only the focus names' rows train (textual "
+                          "inversion of the world's own words), so every other prompt samples exactly as before"},
+    )  # fmt: skip
     shape_margin: float = field(
         default=0.0,
         metadata={"help": "in the image stage, a hinge keeps every two shapes' prompts at least this far apart in the "
@@ -1044,6 +1053,8 @@ def parse_args(argv=None) -> argparse.Namespace:
         config = config_from_args(TrainConfig, args, base=recorded)
     except ValueError as error:  # a training.json from another version
         parser.error(f"{args.config}: {error}")
+    if config.freeze_unet and not config.focus_rows:
+        parser.error("--freeze-unet needs --focus-rows (with the encoder and the UNet frozen nothing would train)")
     return argparse.Namespace(**{k: getattr(args, k) for k in RECORDED}, **asdict(config))
 
 

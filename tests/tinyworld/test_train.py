@@ -7,7 +7,7 @@ from transformers import CLIPModel
 
 from t2v_unlearn.pipelines import tinyworld_path
 from t2v_unlearn.tinyworld.taxonomy import load_taxonomy
-from t2v_unlearn.tinyworld.train import evaluator_batch, main
+from t2v_unlearn.tinyworld.train import evaluator_batch, main, parse_args
 
 
 def _named_label(text: str) -> str | None:
@@ -66,7 +66,7 @@ def test_remapped_text_encoder_keeps_rows_of_shared_tokens(tmp_path):
 
 
 def test_training_config_round_trips_through_training_json(tmp_path):
-    from t2v_unlearn.tinyworld.train import RECORDED, parse_args
+    from t2v_unlearn.tinyworld.train import RECORDED
 
     args = parse_args(["--image-steps", "7", "--language", "v1", "--image-lr", "1e-4", "--seed", "3"])
     recorded = {"config": {k: v for k, v in vars(args).items() if k not in RECORDED}}
@@ -79,7 +79,6 @@ def test_training_config_round_trips_through_training_json(tmp_path):
 def test_the_shipped_training_json_records_its_configuration():
     import json
 
-    from t2v_unlearn.tinyworld.train import parse_args
 
     path = tinyworld_path("image").parent / "training.json"
     args = parse_args(["--config", str(path)])
@@ -131,6 +130,26 @@ def test_a_warm_start_continues_the_shipped_models_and_records_its_recipe(tmp_pa
     trained = UNet2DConditionModel.from_pretrained(tmp_path / "image" / "unet").state_dict()
     # one step at a small learning rate from the shipped UNet: close to it, not a fresh random one
     assert max((trained[k] - shipped[k]).abs().max().item() for k in shipped) < 0.05
+
+
+def test_freeze_unet_trains_only_the_focus_rows(tmp_path):
+    """`--focus-rows --freeze-unet`: the UNet comes out bit for bit as shipped and only the focus words' rows move,
+    so every prompt without them samples exactly as before; without --focus-rows it refuses to start."""
+    import json
+
+    from diffusers import UNet2DConditionModel
+
+    weights = tinyworld_path("image").parent
+    main(["--work", str(tmp_path), "--stages", "tokenizer,vae,image", "--init-from", str(weights), "--image-steps",
+          "2", "--batch-size", "2", "--device", "cpu", "--threads", "1", "--focus", "star", "--focus-share", "1.0",
+          "--focus-rows", "--freeze-unet", "--image-lr", "1e-2"])  # fmt: skip
+    shipped = UNet2DConditionModel.from_pretrained(weights / "image" / "unet", dtype=torch.float32).state_dict()
+    trained = UNet2DConditionModel.from_pretrained(tmp_path / "image" / "unet").state_dict()
+    assert all(torch.equal(trained[k], shipped[k]) for k in shipped)
+    moved = json.loads((tmp_path / "record.json").read_text())["image"]["focus_rows_moved"]
+    assert moved["star</w>"] > 0  # the stage itself checked that no other row or weight moved
+    with pytest.raises(SystemExit):  # refused while the arguments are read, before any stage runs
+        parse_args(["--freeze-unet"])
 
 
 def test_min_snr_weighting_and_late_timesteps():
@@ -188,7 +207,6 @@ def test_motion_word_rows_train_only_those_rows():
 
 def test_data_offset_defaults_to_the_recorded_batches():
     """Weights recorded before `--data-offset` existed rebuild with the same batches (offset 0)."""
-    from t2v_unlearn.tinyworld.train import parse_args
 
     assert parse_args(["--config", str(tinyworld_path("image").parent / "training.json")]).data_offset == 0
     assert parse_args(["--data-offset", "5"]).data_offset == 5
@@ -227,7 +245,6 @@ def test_direction_ranking_rewards_the_true_caption_and_saturates():
 
 def test_direction_contrast_and_spatial_rate_default_to_the_recorded_recipe():
     """Weights recorded before these options existed rebuild unchanged: no ranking term, spatial layers at 0.2x."""
-    from t2v_unlearn.tinyworld.train import parse_args
 
     args = parse_args(["--config", str(tinyworld_path("image").parent / "training.json")])
     assert args.direction_contrast == 0.0 and args.spatial_lr_scale == 0.2
@@ -236,7 +253,7 @@ def test_direction_contrast_and_spatial_rate_default_to_the_recorded_recipe():
 def test_focus_draws_its_subjects_and_leaves_the_recorded_batches_alone():
     """`--focus hexagon,star --focus-share s`: about s of still scenes and clips show a focus subject; without a focus
     the batches are bit for bit the recorded ones (no random number is drawn for it), so older recipes rebuild."""
-    from t2v_unlearn.tinyworld.train import image_batch, parse_args, parse_focus, video_batch
+    from t2v_unlearn.tinyworld.train import image_batch, parse_focus, video_batch
 
     args = parse_args(["--config", str(tinyworld_path("image").parent / "training.json")])
     assert args.focus == "" and args.focus_share == 0.0 and args.shape_margin == 0.0
