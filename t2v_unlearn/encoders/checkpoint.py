@@ -214,7 +214,8 @@ def model_card(manifest: Manifest) -> str:
            "ascent": "gradient ascent on the denoising loss through the frozen UNet"}.get(
         manifest.config.get("objective"), "objective not recorded")  # fmt: skip
     handle = {"spellings": "every spelling's tokens", "name": "the name's tokens"}.get(
-        manifest.resolved.get("robust_handle"), "the concept's tokens")
+        manifest.resolved.get("robust_handle"), "the concept's tokens"
+    )
     robust = f"; erased under an inner attack on {handle} (robust)" if manifest.resolved.get("robust") else ""
     return f"""---
 library_name: transformers

@@ -79,7 +79,6 @@ def test_training_config_round_trips_through_training_json(tmp_path):
 def test_the_shipped_training_json_records_its_configuration():
     import json
 
-
     path = tinyworld_path("image").parent / "training.json"
     args = parse_args(["--config", str(path)])
     record = json.loads(path.read_text())
