@@ -493,6 +493,9 @@ def stage_image(args, tokenizer, record):
             params = params[1:]
         frozen = ", UNet frozen" if args.freeze_unet else ""
         print(f"[image] encoder frozen but for the rows of {rows.tokens}{frozen}")
+    if args.unet_cross_attention_only:  # how the prompt reaches the features: the drawing (convolutions) stays put
+        for name, parameter in unet.named_parameters():
+            parameter.requires_grad_(".attn2." in name)
     trainer = Trainer("image", args.work, {"text_encoder": text_encoder, "unet": unet}, params, args.image_steps,
                       args.image_lr, device=args.device)  # fmt: skip
     generator = torch.Generator().manual_seed(args.seed + 3)
@@ -1017,6 +1020,11 @@ class TrainConfig:
         default=False,
         metadata={"help": "with --focus-rows, the image UNet frozen too: only the focus names' rows train (textual "
                           "inversion of the world's own words), so every other prompt samples exactly as before"},
+    )  # fmt: skip
+    unet_cross_attention_only: bool = field(
+        default=False,
+        metadata={"help": "in the image stage, train only the UNet's cross-attention layers (attn2: how the prompt "
+                          "reaches the features), so the convolutions that draw, and the colours, stay as they were"},
     )  # fmt: skip
     shape_margin: float = field(
         default=0.0,

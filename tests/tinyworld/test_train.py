@@ -151,6 +151,18 @@ def test_freeze_unet_trains_only_the_focus_rows(tmp_path):
         parse_args(["--freeze-unet"])
 
 
+def test_unet_cross_attention_only_leaves_the_drawing_layers_alone(tmp_path):
+    from diffusers import UNet2DConditionModel
+
+    weights = tinyworld_path("image").parent
+    main(["--work", str(tmp_path), "--stages", "tokenizer,vae,image", "--init-from", str(weights), "--image-steps",
+          "2", "--batch-size", "2", "--device", "cpu", "--threads", "1", "--unet-cross-attention-only"])  # fmt: skip
+    shipped = UNet2DConditionModel.from_pretrained(weights / "image" / "unet", dtype=torch.float32).state_dict()
+    trained = UNet2DConditionModel.from_pretrained(tmp_path / "image" / "unet").state_dict()
+    moved = {k for k in shipped if not torch.equal(trained[k], shipped[k])}
+    assert moved and all(".attn2." in k for k in moved)
+
+
 def test_min_snr_weighting_and_late_timesteps():
     from t2v_unlearn.tinyworld import models
     from t2v_unlearn.tinyworld.train import diffusion_loss, sample_timesteps
