@@ -89,7 +89,7 @@ LEVELLED = 2.0  # a robust run's gap within this factor of the rule's threshold 
 def stop_message(result) -> str | None:
     """What the user should know when the anchor-gap rule did not fire: a warning when the gap is still far from
     the threshold, a note when a robust run's gap levelled off near it (a shape's, under the inner attack on every
-    spelling, stays at 0.06-0.08 against 0.05 and its images are erased: docs/BENCHMARKS.md), else nothing."""
+    spelling, stays at 0.05-0.08 against 0.05 and its images are erased: docs/BENCHMARKS.md), else nothing."""
     gaps = [h["gap_ratio"] for h in result.history if "gap_ratio" in h]
     if result.stopped_by != "max_steps" or not gaps or gaps[-1] <= result.gap_ratio:
         return None

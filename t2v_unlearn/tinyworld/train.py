@@ -1063,6 +1063,8 @@ def parse_args(argv=None) -> argparse.Namespace:
         parser.error(f"{args.config}: {error}")
     if config.freeze_unet and not config.focus_rows:
         parser.error("--freeze-unet needs --focus-rows (with the encoder and the UNet frozen nothing would train)")
+    if config.freeze_unet and config.unet_cross_attention_only:
+        parser.error("--freeze-unet and --unet-cross-attention-only: choose one (the UNet frozen, or only its attn2)")
     return argparse.Namespace(**{k: getattr(args, k) for k in RECORDED}, **asdict(config))
 
 

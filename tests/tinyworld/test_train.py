@@ -149,6 +149,8 @@ def test_freeze_unet_trains_only_the_focus_rows(tmp_path):
     assert moved["star</w>"] > 0  # the stage itself checked that no other row or weight moved
     with pytest.raises(SystemExit):  # refused while the arguments are read, before any stage runs
         parse_args(["--freeze-unet"])
+    with pytest.raises(SystemExit):
+        parse_args(["--focus", "star", "--focus-rows", "--freeze-unet", "--unet-cross-attention-only"])
 
 
 def test_unet_cross_attention_only_leaves_the_drawing_layers_alone(tmp_path):
