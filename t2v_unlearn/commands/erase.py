@@ -94,9 +94,10 @@ def stop_message(result) -> str | None:
     if result.stopped_by != "max_steps" or not gaps or gaps[-1] <= result.gap_ratio:
         return None
     if result.robust and min(gaps) <= LEVELLED * result.gap_ratio:
-        return (f"note: the UNet's prediction gap to the anchor levelled off at {min(gaps):.2f}-{gaps[-1]:.2f} of "
-                f"its start, near the rule's {result.gap_ratio}: under the inner attack the gap can stay above the "
-                f"threshold, so the run went to the step cap ({result.steps}); check the preview")  # fmt: skip
+        return (f"note: the UNet's prediction gap to the anchor levelled off (lowest {min(gaps):.2f}, last "
+                f"{gaps[-1]:.2f} of its start) near the rule's {result.gap_ratio}: under the inner attack the gap "
+                f"can stay above the threshold, so the run went to the step cap ({result.steps}); check the "
+                "preview")  # fmt: skip
     return (
         f"warning: the stop rule did not fire: the UNet's prediction gap to the anchor is still {gaps[-1]:.2f} "
         f"of its start (the rule waits for {result.gap_ratio}), so the concept may not be erased; check the "
