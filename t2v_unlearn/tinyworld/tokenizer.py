@@ -8,9 +8,10 @@ and the folder loads with `CLIPTokenizer.from_pretrained` like Stable Diffusion'
 from __future__ import annotations
 
 import json
+from collections import Counter, defaultdict
 from pathlib import Path
 
-from tokenizers import Regex, Tokenizer, models, normalizers, pre_tokenizers, trainers
+from tokenizers import Regex, Tokenizer, models, normalizers, pre_tokenizers
 from transformers import CLIPTokenizer
 from transformers.convert_slow_tokenizer import bytes_to_unicode
 
@@ -23,27 +24,68 @@ MAX_LENGTH = 77
 CLIP_SPLIT = r"""'s|'t|'re|'ve|'m|'ll|'d|[\p{L}]+|[\p{N}]|[^\s\p{L}\p{N}]+"""
 
 
-def learn_merges(corpus: list[str]) -> list[tuple[str, str]]:
-    """Learn BPE merges (with CLIP's end-of-word suffix) from a corpus, with the `tokenizers` trainer."""
+def _pre_tokenizer() -> Tokenizer:
+    """CLIPTokenizer's normalisation and split, as a `tokenizers` object: lowercase; letters, single digits, other
+    symbols (so "z0rbo" is "z", "0", "rbo"); each piece mapped to byte-level symbols."""
     bpe = Tokenizer(models.BPE(end_of_word_suffix=END_OF_WORD))
     bpe.normalizer = normalizers.Lowercase()
     bpe.pre_tokenizer = pre_tokenizers.Sequence(
-        [  # CLIPTokenizer's own split: letters, single digits, other symbols (so "z0rbo" is "z", "0", "rbo")
+        [
             pre_tokenizers.Split(Regex(CLIP_SPLIT), behavior="isolated"),
             pre_tokenizers.WhitespaceSplit(),
             pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False),
         ]
     )
-    trainer = trainers.BpeTrainer(
-        vocab_size=4096,
-        min_frequency=1,
-        show_progress=False,
-        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
-        end_of_word_suffix=END_OF_WORD,
+    return bpe
+
+
+def learn_merges(corpus: list[str], vocab_size: int = 4096) -> list[tuple[str, str]]:
+    """Learn BPE merges (with CLIP's end-of-word suffix) from a corpus: the `tokenizers` trainer's algorithm (the
+    most frequent adjacent pair first, until every word is one token or the vocabulary is full), with ties broken
+    by the pair's text. The trainer breaks ties by ids it gives in hash-map order, so its merges, and the ids of
+    the vocabulary, differ from run to run (huggingface/tokenizers#1794); these never do."""
+    bpe = _pre_tokenizer()
+    counts = Counter(
+        piece for text in corpus for piece, _ in bpe.pre_tokenizer.pre_tokenize_str(bpe.normalizer.normalize_str(text))
     )
-    bpe.train_from_iterator(corpus, trainer)
-    merges = json.loads(bpe.to_str())["model"]["merges"]
-    return [tuple(m.split(" ")) if isinstance(m, str) else tuple(m) for m in merges]
+    texts = sorted(counts)
+    words = [[*text[:-1], text[-1] + END_OF_WORD] for text in texts]
+    frequency = [counts[text] for text in texts]
+    pairs: Counter = Counter()
+    holders: dict[tuple[str, str], set[int]] = defaultdict(set)
+
+    def count(i: int, sign: int) -> None:
+        for pair in zip(words[i], words[i][1:], strict=False):
+            pairs[pair] += sign * frequency[i]
+            if sign > 0:
+                holders[pair].add(i)
+            elif pairs[pair] <= 0:
+                del pairs[pair]
+
+    for i in range(len(words)):
+        count(i, +1)
+    # the trainer's ids: the byte alphabet and then the end-of-word symbols seen, each in character order, then one
+    # token per merge
+    ids = {s: i for i, s in enumerate(sorted(pre_tokenizers.ByteLevel.alphabet()) + sorted({w[-1] for w in words}))}
+    merges = []
+    while pairs and len(ids) < vocab_size:
+        best = min(pairs, key=lambda pair: (-pairs[pair], ids[pair[0]], ids[pair[1]]))
+        merges.append(best)
+        ids.setdefault(best[0] + best[1], len(ids))
+        for i in sorted(holders.pop(best)):
+            count(i, -1)
+            merged, j, symbols = [], 0, words[i]
+            while j < len(symbols):
+                if j + 1 < len(symbols) and (symbols[j], symbols[j + 1]) == best:
+                    merged.append(symbols[j] + symbols[j + 1])
+                    j += 2
+                else:
+                    merged.append(symbols[j])
+                    j += 1
+            words[i] = merged
+            count(i, +1)
+        pairs.pop(best, None)
+    return merges
 
 
 def build_tokenizer(out_dir: str | Path, corpus: list[str] | None = None) -> CLIPTokenizer:

@@ -44,3 +44,25 @@ def test_merges_learned_from_v2_captions_hold_misspellings_and_follow_clips_spli
     # CLIPTokenizer splits a digit from the letters around it before BPE; the merges are learned the same way
     assert tokenizer.tokenize("z0rbo")[:2] == ["z</w>", "0</w>"]
     assert all(any(ch.isdigit() for ch in t) <= (len(t.replace("</w>", "")) == 1) for t in tokenizer.get_vocab())
+
+
+def test_the_v2_tokenizer_rebuilds_bit_for_bit_as_shipped(tmp_path):
+    """The merges break count ties by fixed ids; the `tokenizers` trainer broke them in hash-map order, so a
+    rebuilt vocabulary could swap two tokens' ids (it did: "stripe" and "stripd") from one run to the next."""
+    from t2v_unlearn.tinyworld.render import LANGUAGE_V2
+    from t2v_unlearn.tinyworld.train import caption_corpus
+
+    build_tokenizer(tmp_path, caption_corpus(LANGUAGE_V2))
+    shipped = tinyworld_path("image") / "tokenizer"
+    for name in ("vocab.json", "merges.txt"):
+        assert (tmp_path / name).read_text() == (shipped / name).read_text(), name
+
+
+def test_count_ties_break_the_same_way_in_every_run():
+    from t2v_unlearn.tinyworld.tokenizer import learn_merges
+
+    # every pair occurs once: the order is all ties, and the end-of-word symbols' ids decide it
+    corpus = ["ab", "cd", "ef", "gh", "ij", "kl", "mn", "op", "qr", "st"]
+    merges = learn_merges(corpus)
+    assert merges == learn_merges(list(reversed(corpus)))
+    assert merges == sorted(merges) and len(merges) == len(corpus)
