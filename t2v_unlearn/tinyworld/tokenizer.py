@@ -96,6 +96,8 @@ def build_tokenizer(out_dir: str | Path, corpus: list[str] | None = None) -> CLI
     """
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
+    # an earlier build's fast-tokenizer file would be loaded instead of the vocabulary written below
+    (out_dir / "tokenizer.json").unlink(missing_ok=True)
     words = load_taxonomy().words()
     merges = learn_merges(words * 4 + list(corpus or []))
     symbols = list(bytes_to_unicode().values())

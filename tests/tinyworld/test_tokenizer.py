@@ -1,3 +1,5 @@
+import json
+
 from transformers import CLIPTokenizer
 
 from t2v_unlearn.pipelines import tinyworld_path
@@ -66,3 +68,11 @@ def test_count_ties_break_the_same_way_in_every_run():
     merges = learn_merges(corpus)
     assert merges == learn_merges(list(reversed(corpus)))
     assert merges == sorted(merges) and len(merges) == len(corpus)
+
+
+def test_building_over_an_earlier_tokenizer_writes_the_new_vocabulary(tmp_path):
+    build_tokenizer(tmp_path, ["zorbo qwertyuiop"] * 10)
+    tokenizer = build_tokenizer(tmp_path)  # the world's words only: "qwertyuiop" is no longer a token
+    assert "qwertyuiop</w>" not in tokenizer.get_vocab()
+    fast = json.loads((tmp_path / "tokenizer.json").read_text())["model"]["vocab"]
+    assert fast == json.loads((tmp_path / "vocab.json").read_text())
