@@ -662,8 +662,15 @@ def video_loss(args, tokenizer, vae, text_encoder, unet, scheduler, generator, d
 def stage_video(args, tokenizer, record):
     from diffusers import AutoencoderKL, UNet2DConditionModel, UNet3DConditionModel
 
-    torch.manual_seed(args.seed + 4)
     work = Path(args.work)
+    if args.init_from and args.video_steps == 0:  # the earlier video UNet as it was, spatial layers and all
+        earlier = Path(args.init_from) / "video" / "unet"
+        save_module(UNet3DConditionModel.from_pretrained(earlier, dtype=torch.float32), work / "video" / "unet")
+        shutil.rmtree(work / "video" / "text_encoder", ignore_errors=True)  # an earlier run's motion words
+        record["video"] = {"copied_from": str(earlier), "steps": 0}
+        print(f"[video] 0 steps: the video UNet of {args.init_from}, unchanged")
+        return
+    torch.manual_seed(args.seed + 4)
     vae = AutoencoderKL.from_pretrained(work / "vae" / "final").to(args.device).eval()
     text_encoder = CLIPTextModel.from_pretrained(work / "image" / "text_encoder").to(args.device).eval()
     text_encoder.requires_grad_(False)
@@ -966,7 +973,12 @@ class TrainConfig:
     classifier_batch_size: int = field(default=64, metadata={"help": "images per classifier step"})
     vae_steps: int = field(default=1500, metadata={"help": "steps of the VAE stage"})
     image_steps: int = field(default=2500, metadata={"help": "steps of the image stage (text encoder + UNet)"})
-    video_steps: int = field(default=500, metadata={"help": "steps of the video stage (video UNet)"})
+    video_steps: int = field(
+        default=500,
+        metadata={
+            "help": "steps of the video stage (video UNet); 0 with --init-from: that folder's video UNet, unchanged"
+        },
+    )
     video_lr: float = field(default=3e-4, metadata={"help": "learning rate of the video UNet's temporal layers"})
     spatial_lr_scale: float = field(
         default=0.2, metadata={"help": "the video UNet's spatial layers train at this multiple of --video-lr"}

@@ -165,6 +165,23 @@ def test_unet_cross_attention_only_leaves_the_drawing_layers_alone(tmp_path):
     assert moved and all(".attn2." in k for k in moved)
 
 
+def test_zero_video_steps_keep_the_earlier_video_unet(tmp_path):
+    """With --init-from, `--video-steps 0` ships the earlier video UNet bit for bit (as v2.3 ships v2.2's), where a
+    video stage would take the new image UNet's spatial layers."""
+    import json
+
+    from diffusers import UNet3DConditionModel
+
+    weights = tinyworld_path("image").parent
+    main(["--work", str(tmp_path), "--stages", "tokenizer,video", "--init-from", str(weights), "--video-steps", "0",
+          "--device", "cpu", "--threads", "1"])  # fmt: skip
+    shipped = UNet3DConditionModel.from_pretrained(weights / "video" / "unet", dtype=torch.float32).state_dict()
+    kept = UNet3DConditionModel.from_pretrained(tmp_path / "video" / "unet").state_dict()
+    assert shipped.keys() == kept.keys() and all(torch.equal(kept[k], shipped[k]) for k in shipped)
+    record = json.loads((tmp_path / "record.json").read_text())["video"]
+    assert record["steps"] == 0 and record["copied_from"] == str(weights / "video" / "unet")
+
+
 def test_min_snr_weighting_and_late_timesteps():
     from t2v_unlearn.tinyworld import models
     from t2v_unlearn.tinyworld.train import diffusion_loss, sample_timesteps
