@@ -235,10 +235,23 @@ def test_motion_word_rows_train_only_those_rows():
         words.check_only_rows_moved()
 
 
-def test_data_offset_defaults_to_the_recorded_batches():
-    """Weights recorded before `--data-offset` existed rebuild with the same batches (offset 0)."""
+def config_without(tmp_path, *keys: str) -> str:
+    """The shipped training.json with some configuration keys taken out: a record of a version trained before
+    those options existed (v2.2 and earlier)."""
+    import json
 
-    assert parse_args(["--config", str(tinyworld_path("image").parent / "training.json")]).data_offset == 0
+    record = json.loads((tinyworld_path("image").parent / "training.json").read_text())
+    record["config"] = {k: v for k, v in record["config"].items() if k not in keys}
+    path = tmp_path / "training.json"
+    path.write_text(json.dumps(record))
+    return str(path)
+
+
+def test_data_offset_defaults_to_the_recorded_batches(tmp_path):
+    """Weights recorded before `--data-offset` existed rebuild with the same batches (offset 0); v2.3 records its."""
+    shipped = str(tinyworld_path("image").parent / "training.json")
+    assert parse_args(["--config", shipped]).data_offset == 2_000_000
+    assert parse_args(["--config", config_without(tmp_path, "data_offset")]).data_offset == 0
     assert parse_args(["--data-offset", "5"]).data_offset == 5
 
 
@@ -280,13 +293,16 @@ def test_direction_contrast_and_spatial_rate_default_to_the_recorded_recipe():
     assert args.direction_contrast == 0.0 and args.spatial_lr_scale == 0.2
 
 
-def test_focus_draws_its_subjects_and_leaves_the_recorded_batches_alone():
+def test_focus_draws_its_subjects_and_leaves_the_recorded_batches_alone(tmp_path):
     """`--focus hexagon,star --focus-share s`: about s of still scenes and clips show a focus subject; without a focus
     the batches are bit for bit the recorded ones (no random number is drawn for it), so older recipes rebuild."""
     from t2v_unlearn.tinyworld.train import image_batch, parse_focus, video_batch
 
-    args = parse_args(["--config", str(tinyworld_path("image").parent / "training.json")])
+    older = config_without(tmp_path, "focus", "focus_share", "shape_margin")
+    args = parse_args(["--config", older])
     assert args.focus == "" and args.focus_share == 0.0 and args.shape_margin == 0.0
+    shipped = parse_args(["--config", str(tinyworld_path("image").parent / "training.json")])
+    assert shipped.focus == "hexagon,star" and shipped.focus_share == 0.25 and shipped.shape_margin == 0.08
     plain, plain_captions = image_batch(7, 6)
     same, same_captions = image_batch(7, 6, focus=("hexagon",), focus_share=0.0)
     assert torch.equal(plain, same) and plain_captions == same_captions
@@ -313,18 +329,18 @@ def test_focus_rows_are_the_focus_names_and_synonyms():
 
 
 def test_shape_separation_is_zero_once_shapes_are_apart_and_pulls_close_ones_apart():
-    """The hinge is positive for the shipped encoder's closest shapes (hexagon and circle) and its gradient moves
-    them apart; at a margin below every pair's distance it is zero."""
+    """The hinge is positive for the shipped encoder's closest shapes at a margin above their distance, and its
+    gradient moves them apart; at a margin below every pair's distance it is zero."""
     from transformers import CLIPTextModel, CLIPTokenizer
 
     from t2v_unlearn.tinyworld.train import ShapeSeparation
 
     tokenizer = CLIPTokenizer.from_pretrained(tinyworld_path("image") / "tokenizer")
     encoder = CLIPTextModel.from_pretrained(tinyworld_path("image") / "text_encoder", dtype=torch.float32)
-    separation = ShapeSeparation(tokenizer, margin=0.05)
     with torch.no_grad():
-        distances = separation.distances(encoder)
+        distances = ShapeSeparation(tokenizer, margin=0.0).distances(encoder)
     closest = distances.min().item()
+    separation = ShapeSeparation(tokenizer, margin=closest * 1.5)
     assert ShapeSeparation(tokenizer, margin=closest * 0.99).hinge(encoder).sum().item() == 0.0
     hinge = separation.hinge(encoder)
     assert hinge.sum().item() > 0
