@@ -41,9 +41,10 @@ def _pre_tokenizer() -> Tokenizer:
 
 def learn_merges(corpus: list[str], vocab_size: int = 4096) -> list[tuple[str, str]]:
     """Learn BPE merges (with CLIP's end-of-word suffix) from a corpus: the `tokenizers` trainer's algorithm (the
-    most frequent adjacent pair first, until every word is one token or the vocabulary is full), with ties broken
-    by the pair's text. The trainer breaks ties by ids it gives in hash-map order, so its merges, and the ids of
-    the vocabulary, differ from run to run (huggingface/tokenizers#1794); these never do."""
+    most frequent adjacent pair first, ties to the pair of lowest ids, until every word is one token or the
+    vocabulary is full). The trainer numbers the end-of-word symbols in hash-map order, so its ties, and with them
+    the vocabulary's ids, differ from run to run (huggingface/tokenizers#1794); here those symbols are numbered in
+    character order, as the byte alphabet is, so the merges never differ."""
     bpe = _pre_tokenizer()
     counts = Counter(
         piece for text in corpus for piece, _ in bpe.pre_tokenizer.pre_tokenize_str(bpe.normalizer.normalize_str(text))
