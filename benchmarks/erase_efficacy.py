@@ -34,6 +34,7 @@ VARIANTS = {
     "lora": {"trainable": "lora"},
     "robust": {"robust": True},
     "no-contexts": {"contexts": False},  # without the concept beside other things
+    "gap0.2": {"gap_ratio": 0.2},  # the threshold for styles up to the tenth session (and for characters)
     "gap0.1": {"gap_ratio": 0.1},  # the anchor-gap rule's threshold for objects up to the sixth session
     "gap0.05": {"gap_ratio": 0.05},  # the default for objects since the sixth session
     "gap0.08": {"gap_ratio": 0.08},  # where the spellings handle's gap levels off on the shape (ninth session)

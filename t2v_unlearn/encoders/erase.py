@@ -128,7 +128,7 @@ class EraseConfig:
         default=None,
         metadata={"help": "anchor-gap rule: stop once the UNet's squared prediction gap between the concept and the "
                           "anchor prompts on the check set falls to this share of the original encoder's gap; "
-                          "default by category: 0.05 for objects and styles, 0.2 for characters (docs/METHOD.md)"},
+                          "default by category: 0.05 for objects, 0.1 for styles, 0.2 for characters (docs/METHOD.md)"},
     )  # fmt: skip
     stop_ratio: float = field(
         default=1.15,
@@ -410,7 +410,7 @@ def _park(module: torch.nn.Module, offload: bool) -> None:
 
 # the anchor-gap rule's default threshold by category: a shape still shows at 0.2 and at 0.1, and a style erased to
 # 0.2 comes back under the embedding attack (docs/METHOD.md §6)
-GAP_RATIOS = {"object": 0.05, "style": 0.05, "id": 0.2}
+GAP_RATIOS = {"object": 0.05, "style": 0.1, "id": 0.2}
 
 
 def predicted_end(step: int, gap: float, threshold: float, check_every: int, max_steps: int,
