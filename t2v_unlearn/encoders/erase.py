@@ -128,7 +128,7 @@ class EraseConfig:
         default=None,
         metadata={"help": "anchor-gap rule: stop once the UNet's squared prediction gap between the concept and the "
                           "anchor prompts on the check set falls to this share of the original encoder's gap; "
-                          "default by category: 0.05 for objects, 0.1 for styles, 0.2 for characters (docs/METHOD.md)"},
+                          "default by category: 0.05 for objects, 0.1 for styles, 0.2 for characters (METHOD.md)"},
     )  # fmt: skip
     stop_ratio: float = field(
         default=1.15,
