@@ -129,14 +129,18 @@ def test_erase_tells_a_levelled_gap_from_one_that_never_closed():
 
     from t2v_unlearn.commands.erase import stop_message
 
-    def result(gaps, robust=True, stopped_by="max_steps"):
+    def result(gaps, robust=True, stopped_by="max_steps", threshold=0.05):
         history = [{"step": 5 * (i + 1), "gap_ratio": g} for i, g in enumerate(gaps)]
-        return SimpleNamespace(history=history, gap_ratio=0.05, robust=robust, stopped_by=stopped_by, steps=50)
+        return SimpleNamespace(history=history, gap_ratio=threshold, robust=robust, stopped_by=stopped_by, steps=50)
 
     shape = [0.66, 0.47, 0.31, 0.21, 0.12, 0.066, 0.057, 0.074, 0.057, 0.076]  # the shape's default erase, seed 0
     note = stop_message(result(shape))
     assert note.startswith("note: the UNet's prediction gap to the anchor levelled off (lowest 0.06, last 0.08")
     assert stop_message(result(shape, robust=False)).startswith("warning: the stop rule did not fire")
+    dotted = [0.54, 0.40, 0.35, 0.31, 0.29, 0.26, 0.24, 0.25, 0.19, 0.154]  # a style's default erase on v2.3
+    falling = stop_message(result(dotted, threshold=0.1))
+    assert falling.startswith("note: the UNet's prediction gap to the anchor was still falling slowly"), falling
+    assert stop_message(result(dotted, threshold=0.05)).startswith("warning")  # not within twice the threshold
     assert stop_message(result([0.9, 0.6, 0.3])).startswith("warning")  # far from the threshold: a warning
     assert stop_message(result([0.3, 0.04], stopped_by="anchor_gap")) is None
     assert stop_message(result([])) is None  # no gap checks (another rule)

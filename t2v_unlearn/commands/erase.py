@@ -93,6 +93,11 @@ def stop_message(result) -> str | None:
     gaps = [h["gap_ratio"] for h in result.history if "gap_ratio" in h]
     if result.stopped_by != "max_steps" or not gaps or gaps[-1] <= result.gap_ratio:
         return None
+    if result.robust and min(gaps) <= LEVELLED * result.gap_ratio and len(gaps) > 1 and gaps[-1] < min(gaps[:-1]):
+        return (f"note: the UNet's prediction gap to the anchor was still falling slowly at the step cap "
+                f"({result.steps}; last {gaps[-1]:.2f} of its start, the rule waits for {result.gap_ratio}): under "
+                "the inner attack it closes slowly for some concepts; check the preview, or run again with more "
+                "--max-steps")  # fmt: skip
     if result.robust and min(gaps) <= LEVELLED * result.gap_ratio:
         return (f"note: the UNet's prediction gap to the anchor levelled off (lowest {min(gaps):.2f}, last "
                 f"{gaps[-1]:.2f} of its start) near the rule's {result.gap_ratio}: under the inner attack the gap "
