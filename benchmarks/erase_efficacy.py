@@ -38,6 +38,7 @@ VARIANTS = {
     "gap0.1": {"gap_ratio": 0.1},  # the anchor-gap rule's threshold for objects up to the sixth session
     "gap0.05": {"gap_ratio": 0.05},  # the default for objects since the sixth session
     "gap0.08": {"gap_ratio": 0.08},  # where the spellings handle's gap levels off on the shape (ninth session)
+    "batch2": {"batch_size": 2},  # two shots a step, as the published recipe (eleventh session)
     "to-circle": {"anchor": "circle"},  # the shape anchor up to the seventh session
     "misspell8": {"misspellings": 8},  # eight spelling-variant draws (the default is one)
     # the seventh session's default: the inner attack on the name's token only, each spelling variant in one prompt

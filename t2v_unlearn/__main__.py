@@ -1,7 +1,22 @@
-"""`python -m t2v_unlearn COMMAND ...` (also `accelerate launch -m t2v_unlearn eval ...`): `t2v-unlearn`."""
+"""The `t2v-unlearn` script and `python -m t2v_unlearn COMMAND ...` (also `accelerate launch -m t2v_unlearn ...`)."""
 
+import gc
 import sys
 
-from .commands import main
 
-sys.exit(main())
+def run() -> int:
+    # The libraries' imports build about 400,000 objects that live as long as the process. The cyclic collector would
+    # scan them over and over while they load, in every full collection after, and again as the interpreter shuts
+    # down: about 1.5 s of a 12 s erase (docs/BENCHMARKS.md). So nothing is collected while they load; then they are
+    # frozen (left out of every later collection: `gc.freeze`), and collection resumes for what the command builds.
+    # Here, not in `t2v_unlearn.commands`, so that a program importing that module keeps its own collector as it was.
+    gc.disable()
+    from .commands import main
+
+    gc.freeze()
+    gc.enable()
+    return main()
+
+
+if __name__ == "__main__":
+    sys.exit(run())

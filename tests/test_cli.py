@@ -30,6 +30,21 @@ def test_concepts_lists_the_taxonomy_tab_separated():
     assert {r[0] for r in rows} == {"object", "style", "id"}
 
 
+def test_the_entry_point_freezes_what_the_libraries_built_and_collects_the_rest():
+    """`t2v-unlearn` (`t2v_unlearn.__main__:run`) loads the libraries with the cyclic collector off, freezes what they
+    built and turns the collector back on; a program that imports `t2v_unlearn.commands` itself keeps its own."""
+    script = ("import gc, sys; sys.argv = ['t2v-unlearn', 'concepts']; from t2v_unlearn.__main__ import run; "
+              "code = run(); print(code, gc.isenabled(), gc.get_freeze_count())")  # fmt: skip
+    lines = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=ENV,
+                           check=True).stdout.splitlines()  # fmt: skip
+    code, enabled, frozen = lines[-1].split()
+    assert code == "0" and enabled == "True" and int(frozen) > 100_000  # the libraries: some 400,000 objects
+    assert any(line.startswith("id\tzorbo") for line in lines)  # and the command ran
+    script = "import gc, t2v_unlearn.commands; print(gc.isenabled(), gc.get_freeze_count())"
+    plain = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=ENV, check=True)
+    assert plain.stdout.split() == ["True", "0"]
+
+
 def test_erase_then_generate_with_the_checkpoint(tmp_path):
     out = tmp_path / "zorbo-erased"
     result = cli("erase", "--concept", "zorbo", "--out", str(out), "--max-steps", "4", "--shots", "2",
