@@ -38,7 +38,7 @@ VARIANTS = {
     "gap0.1": {"gap_ratio": 0.1},  # the anchor-gap rule's threshold for objects up to the sixth session
     "gap0.05": {"gap_ratio": 0.05},  # the default for objects since the sixth session
     "gap0.08": {"gap_ratio": 0.08},  # where the spellings handle's gap levels off on the shape (ninth session)
-    "batch2": {"batch_size": 2},  # two shots a step, as the published recipe (eleventh session)
+    "batch2": {"batch_size": 2},  # two shots a step, as the published recipe (eleventh session; not adopted)
     "batch2-shots8": {"batch_size": 2, "shot_steps": 8},  # and the shots drawn in 8 solver steps, not 12
     "batch2-shots8-preserve8": {"batch_size": 2, "shot_steps": 8, "preserve_batch": 8},  # and 8 retained prompts
     "to-circle": {"anchor": "circle"},  # the shape anchor up to the seventh session

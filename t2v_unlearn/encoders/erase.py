@@ -100,11 +100,7 @@ class EraseConfig:
         metadata={"help": "'dpm-solver' (DPM-Solver++ multistep), 'unipc' (both good in 10-15 steps) or 'pipeline'"},
     )  # fmt: skip
     shot_guidance: float = field(default=6.0, metadata={"help": "guidance scale for generating the shots"})
-    batch_size: int = field(
-        default=2,
-        metadata={"help": "shots per optimisation step (the published recipe's 2; 4 until 2026-12-02, which erased "
-                          "about as well in as many steps, at 1.5x the time; docs/BENCHMARKS.md)"},
-    )  # fmt: skip
+    batch_size: int = field(default=4, metadata={"help": "shots per optimisation step"})
     lr: float = field(default=1e-3, metadata={"help": "Adam learning rate"})
     betas: tuple[float, float] = field(default=(0.9, 0.98), metadata={"help": "Adam betas (published values)"})
     adam_eps: float = field(default=1e-6, metadata={"help": "Adam epsilon (published value)"})
@@ -525,7 +521,7 @@ def _erase(pipe, concepts, config: EraseConfig, progress: bool, shots) -> EraseR
     gap_check = config.stop_rule == "anchor-gap"
     gap_ratio = gap_threshold(config, specs)
     robust = robust_for(config, specs)
-    check_chunk = 8 * config.batch_size  # rows per UNet call in a check: no gradients, so larger than a step's batch
+    check_chunk = 4 * config.batch_size  # rows per UNet call in a check: no gradients, so larger than a step's batch
     with torch.no_grad():
         kept = retain_prompts(specs, config.seed)
         kept_targets = _encode(base_encoder, tokenizer, kept).float() if config.preserve_weight > 0 else None
