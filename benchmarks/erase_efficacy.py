@@ -41,8 +41,7 @@ VARIANTS = {
     "batch2": {"batch_size": 2},  # two shots a step, as the published recipe (eleventh session; not adopted)
     "batch2-shots8": {"batch_size": 2, "shot_steps": 8},  # and the shots drawn in 8 solver steps, not 12
     "batch2-shots8-preserve8": {"batch_size": 2, "shot_steps": 8, "preserve_batch": 8},  # and 8 retained prompts
-    "seed1": {"seed": 1},  # the default at other erase seeds (other shots, batches and noise)
-    "seed2": {"seed": 2},
+    "seed2": {"seed": 2},  # the default at another erase seed (other shots, batches and noise)
     "seed2-gap0.07": {"seed": 2, "gap_ratio": 0.07},  # seed 2 stopped a style at a gap of 0.094 (eleventh session)
     "to-circle": {"anchor": "circle"},  # the shape anchor up to the seventh session
     "misspell8": {"misspellings": 8},  # eight spelling-variant draws (the default is one)
