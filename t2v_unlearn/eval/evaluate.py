@@ -517,13 +517,21 @@ def attack_metrics(scores: dict, attack_plan: dict, targets: list[str], config: 
 def embedding_attack_metrics(config: EvalConfig, suite: Suite, targets: list[str], detector, plans: dict) -> dict:
     """Textual inversion against the unlearned encoder and, as the control, the original: recovery per kind.
 
-    The token is inverted once per encoder on the image pipeline (its UNet, the 4 shots, 200 steps) and then used
-    for images and for videos of the target's suite prompts and seeds.
+    The token is inverted once per encoder on the image pipeline (its UNet, 4 shots of the attacker's own, never the
+    erase's, 200 steps) and then used for images and for videos of the target's suite prompts and seeds.
     """
     from ..encoders.checkpoint import load_pipeline
-    from .embedding_attack import EmbeddingAttackConfig, generate_attacked, invert_concept
+    from .embedding_attack import (
+        ATTACK_SHOT_SEED,
+        EmbeddingAttackConfig,
+        attack_shot_seed,
+        generate_attacked,
+        invert_concept,
+    )
 
+    erase_config = read_checkpoint_manifest(config.text_encoder).config
     attack = EmbeddingAttackConfig(seed=config.seed)
+    attack.shot_seed = attack_shot_seed(ATTACK_SHOT_SEED + config.seed, erase_config, attack.num_shots)
     encoders = ((ORIGINAL, None), (UNLEARNED, config.text_encoder))
     pipes = {encoder: load_pipeline("image", config.model_for("image"), device=config.device, progress=False,
                                     text_encoder=path) for encoder, path in encoders}  # fmt: skip
