@@ -517,14 +517,16 @@ def attack_metrics(scores: dict, attack_plan: dict, targets: list[str], config: 
 def embedding_attack_metrics(config: EvalConfig, suite: Suite, targets: list[str], detector, plans: dict) -> dict:
     """Textual inversion against the unlearned encoder and, as the control, the original: recovery per kind.
 
-    The token is inverted once per encoder on the image pipeline (its UNet, 4 shots of the attacker's own, never the
-    erase's, 200 steps) and then used for images and for videos of the target's suite prompts and seeds.
+    The token is inverted once per encoder on the image pipeline (its UNet, 200 steps) from the same 4 images of the
+    concept, the attacker's: the original model's, from seeds the erase never drew. It is then used for images and for
+    videos of the target's suite prompts and seeds.
     """
     from ..encoders.checkpoint import load_pipeline
     from .embedding_attack import (
         ATTACK_SHOT_SEED,
         EmbeddingAttackConfig,
         attack_shot_seed,
+        attacker_shots,
         generate_attacked,
         invert_concept,
     )
@@ -535,10 +537,13 @@ def embedding_attack_metrics(config: EvalConfig, suite: Suite, targets: list[str
     encoders = ((ORIGINAL, None), (UNLEARNED, config.text_encoder))
     pipes = {encoder: load_pipeline("image", config.model_for("image"), device=config.device, progress=False,
                                     text_encoder=path) for encoder, path in encoders}  # fmt: skip
+    # the attacker's images of each concept: the original model's, so that both encoders are attacked with the same
+    # pictures of the concept (the unlearned pipeline's own would show the anchor instead)
+    shots = {target: attacker_shots(pipes[ORIGINAL], target, attack) for target in targets}
     offsets = {}
     for encoder, pipe in pipes.items():
         for target in tqdm(targets, desc=f"inverting ({encoder} encoder)", disable=not config.progress):
-            offsets[(encoder, target)] = invert_concept(pipe, pipe.text_encoder, target, attack)[0]
+            offsets[(encoder, target)] = invert_concept(pipe, pipe.text_encoder, target, shots[target], attack)[0]
     out = {"budget": asdict(attack)}
     for kind, (_, prompts, seeds) in plans.items():
         figures = {}

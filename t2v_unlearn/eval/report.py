@@ -156,13 +156,25 @@ def _attacks(metrics: dict) -> str:
             rows.append(f"<tr><td class=l>{html.escape(family)}</td><td class=l colspan=4>not measured: the suite "
                         "lists no such prompts for these concepts</td></tr>")  # fmt: skip
         for kind, figures in entry.items():
+            if kind not in KIND_TITLES:  # the embedding attack's "budget", shown below the table
+                continue
             examples = [p for prompts in figures["prompts"].values() for p in prompts][:3]
             rows.append(f"<tr><td class=l>{html.escape(family)}</td><td class=l>{KIND_TITLES[kind]}</td>"
                         f"<td>{format_estimate(figures['original'])}</td><td>{format_estimate(figures['leakage'])}"
                         f" <small>n={figures['leakage'].get('n', 0)}</small></td>"
                         f"<td class=l><small>{html.escape(' | '.join(examples))}</small></td></tr>")  # fmt: skip
+    budget = (attacks.get("embedding") or {}).get("budget")
+    note = ""
+    if budget:
+        images = (f"{budget.get('num_shots', 4)} images of the concept that the original model drew from seeds "
+                  f"{budget['shot_seed']} + 1000 i (never the erase's own shots)" if "shot_seed" in budget else
+                  "the pipeline's own 4 shots (an evaluation older than the attacker's own images)")  # fmt: skip
+        note = (
+            f"<p>The embedding attack: textual inversion of one token offset, {budget['steps']} steps at lr "
+            f"{budget['lr']:g}, on {images}; the original encoder, attacked the same way, is the control.</p>"
+        )
     return ("<h2>Attacks</h2><p>Prompts erase never trained on, with the erased concepts' names changed or "
-            "embedded in other words.</p>" + "".join(rows) + "</table>")  # fmt: skip
+            "embedded in other words.</p>" + "".join(rows) + "</table>" + note)  # fmt: skip
 
 
 def _correction(metrics: dict, kinds: list[str]) -> str:

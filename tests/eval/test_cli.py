@@ -96,6 +96,46 @@ def test_eval_generates_scores_and_reports_a_checkpoint(checkpoint, tiny_clip_di
     assert "already exists" in capsys.readouterr().err
 
 
+def test_the_embedding_attack_inverts_the_original_models_images_of_the_concept(checkpoint, tiny_clip_dir, tmp_path,
+                                                                               monkeypatch, capsys):  # fmt: skip
+    """Both encoders are attacked from the same images, the original model's (an unlearned pipeline would draw the
+    anchor), and never from the erase's own shots; then each run moves the token through its own encoder."""
+    from t2v_unlearn.encoders.fingerprint import encoder_fingerprint
+    from t2v_unlearn.eval import embedding_attack
+
+    manifest = json.loads((checkpoint / "unlearn.json").read_text())
+    erase_seed = embedding_attack.ATTACK_SHOT_SEED  # an erase that drew the attack's default seeds
+    (checkpoint / "unlearn.json").write_text(json.dumps({**manifest, "config": {"seed": erase_seed, "num_shots": 4}}))
+    drawn, inverted = [], []
+    real_shots, real_invert = embedding_attack.generate_shots, embedding_attack.invert_concept
+
+    def spy_shots(pipe, spec, config):
+        drawn.append((encoder_fingerprint(pipe.text_encoder), config.seed, config.num_shots))
+        return real_shots(pipe, spec, config)
+
+    def short_invert(pipe, text_encoder, concept, shots, config):
+        inverted.append((encoder_fingerprint(text_encoder), shots))
+        return real_invert(pipe, text_encoder, concept, shots, embedding_attack.EmbeddingAttackConfig(steps=3))
+
+    monkeypatch.setattr(embedding_attack, "generate_shots", spy_shots)
+    monkeypatch.setattr(embedding_attack, "invert_concept", short_invert)
+    out = tmp_path / "results"
+    argv = ["--text-encoder", str(checkpoint), "--quick", "--steps", "2", "--kind", "image", "--suite", "tinyworld",
+            "--detector", str(tiny_clip_dir), "--bootstrap-resamples", "50", "--no-progress", "--attacks", "embedding",
+            "--out", str(out)]  # fmt: skip
+    assert run_eval(_parse(argv)) == 0, capsys.readouterr().err
+    original = manifest["base_fingerprint"]
+    ((drawn_by, seed, count),) = drawn  # one set of images for both encoders, drawn by the original
+    assert drawn_by == original and count == 4
+    assert not set(embedding_attack.shot_seeds(seed, 4)) & set(embedding_attack.shot_seeds(erase_seed, 4))
+    assert [fp == original for fp, _ in inverted] == [True, False]  # the control, then the unlearned encoder
+    assert np.array_equal(inverted[0][1], inverted[1][1])
+    attack = json.loads((out / "metrics.json").read_text())["attacks"]["embedding"]
+    assert attack["budget"]["shot_seed"] == seed and set(attack["image"]["leakage"]) == {"value", "low", "high", "n"}
+    report = (out / "report.html").read_text()
+    assert "<h2>Attacks</h2>" in report and f"from seeds {seed} + 1000 i" in report
+
+
 def test_interrupted_run_with_other_options_is_refused(checkpoint, tmp_path, capsys):
     out = tmp_path / "results"
     partial = tmp_path / ".results.partial"
