@@ -109,6 +109,28 @@ def test_video_leak_scores_an_erased_encoders_videos_frame_by_frame(image_pipe, 
     assert rate["n"] == 2 and rate["high"] - rate["low"] > 0.5  # two videos cannot pin a rate down
 
 
+def test_embedding_attack_inverts_the_original_models_images_and_counts_images_with_a_hit(image_pipe, tmp_path):
+    """At reduced scale (2 attack steps, 1 prompt, 2 seeds): the attack moves the token through the erased encoder
+    from the original pipeline's images, and counts each attacked image with a hit once."""
+    from t2v_unlearn.encoders import EraseConfig, erase_concept, load_pipeline, save_checkpoint
+    from t2v_unlearn.eval.detector import load_detector
+    from t2v_unlearn.eval.embedding_attack import EmbeddingAttackConfig
+    from t2v_unlearn.eval.suites import load_suite
+
+    config = EraseConfig(num_shots=2, shot_steps=2, max_steps=1, stop_rule="max-steps", batch_size=2)
+    result = erase_concept(image_pipe, ["zorbo"], config, progress=False)
+    folder = tmp_path / "zorbo"
+    save_checkpoint(folder, result, image_pipe.text_encoder, image_pipe.tokenizer, config, "tinyworld", {})
+    erased = load_pipeline("image", text_encoder=folder, progress=False)
+    suite = load_suite("tinyworld")
+    prompts = list(suite.concepts["zorbo"].prompts[:1])
+    attack = EmbeddingAttackConfig(steps=2)
+    run = _benchmark("embedding_attack").recovery(erased, image_pipe, "zorbo", attack, prompts, [0, 1], 2,
+                                                  load_detector(suite.detector), suite)  # fmt: skip
+    assert run["images"] == 2 and 0 <= run["hits"] <= 2 and list(run["by_prompt"]) == prompts
+    assert sum(run["by_prompt"].values()) == run["hits"] and run["offset_norm"] > 0
+
+
 def test_anchor_choice_confusion_counts_frames_and_widens_to_the_samples():
     """The confusion row is the share of frames read as each label; its interval counts samples (videos), not
     frames, so 4 frames of one video are one observation."""

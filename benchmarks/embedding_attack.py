@@ -1,0 +1,117 @@
+"""The embedding attack on erased encoders, at several attacker seeds: how much of its recovery is the attacker's draw.
+
+    python benchmarks/embedding_attack.py CHECKPOINT [CHECKPOINT ...] --attack-seeds 0 1 2 [--control]
+
+`eval --attacks embedding` runs the attack once, at eval's seed: one draw of the attacker's 4 images (the original
+model's samples of the concept, from seeds the erase never drew) and of its 200 steps' noise. One erase can hold
+against one draw and give way to another. For each encoder checkpoint (from `t2v-unlearn erase`, one concept) and
+each attacker seed s, this runs the attack as `eval --seed s` runs it (`EmbeddingAttackConfig(seed=s)`, its images
+from `attack_shot_seed(500 + s, ...)`), then samples the concept's first `--prompts` suite prompts with the inverted
+token at sampling seeds 0..`--seeds`-1 (eval's plan with `--seeds`) and reads each image with the suite's detector
+and label set, as eval does. With `--control`, the original encoder is attacked the same way (it must give way).
+Reports each seed's recovery and the pooled one with a Wilson interval over all images of all seeds (each image one
+draw; the per-seed spread is printed beside it). Writes benchmarks/results/embedding_attack.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from t2v_unlearn.encoders import load_pipeline, read_manifest
+from t2v_unlearn.eval import metrics as M
+from t2v_unlearn.eval.detector import load_detector
+from t2v_unlearn.eval.embedding_attack import (
+    ATTACK_SHOT_SEED,
+    EmbeddingAttackConfig,
+    attack_shot_seed,
+    attacker_shots,
+    generate_attacked,
+    invert_concept,
+)
+from t2v_unlearn.eval.evaluate import score_frames
+from t2v_unlearn.eval.suites import load_suite
+from t2v_unlearn.pipelines.generate import sampler
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def recovery(pipe, original, concept: str, attack: EmbeddingAttackConfig, prompts, seeds, steps, detector, suite):
+    """One attack through `pipe`'s encoder from the original pipeline's images: images with a hit, images, losses."""
+    shots = attacker_shots(original, concept, attack)
+    offset, losses = invert_concept(pipe, pipe.text_encoder, concept, shots, attack)
+    with sampler(pipe, "dpm-solver"):
+        samples = generate_attacked(pipe, pipe.text_encoder, concept, offset, [p for p in prompts for _ in seeds],
+                                    seeds * len(prompts), steps, 6.0)  # fmt: skip
+    entry = suite.concepts[concept]
+    hits, _ = score_frames(detector, entry, suite.detector_templates[entry.category], list(samples))
+    flags = [bool(h.any()) for h in hits]
+    by_prompt = {p: int(sum(flags[i * len(seeds) : (i + 1) * len(seeds)])) for i, p in enumerate(prompts)}
+    return {"hits": int(sum(flags)), "images": len(flags), "final_loss": round(float(np.mean(losses[-20:])), 4),
+            "offset_norm": round(float(offset.norm()), 3), "by_prompt": by_prompt}  # fmt: skip
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("checkpoints", nargs="+", type=Path, help="encoder folders written by `t2v-unlearn erase`")
+    parser.add_argument("--attack-seeds", nargs="+", type=int, default=[0, 1, 2])
+    parser.add_argument("--control", action="store_true", help="also attack the original encoder")
+    parser.add_argument("--prompts", type=int, default=4)
+    parser.add_argument("--seeds", type=int, default=20, help="sampling seeds per prompt")
+    parser.add_argument("--steps", type=int, default=12, help="DPM-Solver++ steps (the eval default)")
+    parser.add_argument("--threads", type=int, help="torch threads (default: torch's choice)")
+    parser.add_argument("--attack-steps", type=int, default=EmbeddingAttackConfig.steps,
+                        help="the attack's steps (the fixed budget: 200; fewer only for a smoke test)")  # fmt: skip
+    parser.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "embedding_attack.json"))
+    args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    suite = load_suite("tinyworld")
+    detector = load_detector(suite.detector)
+    original = load_pipeline("image", progress=False)
+    original.set_progress_bar_config(disable=True)
+    out = Path(args.out)
+    results = json.loads(out.read_text()).get("results", {}) if out.exists() else {}
+    for checkpoint in args.checkpoints:
+        manifest = read_manifest(checkpoint)
+        if len(manifest.concepts) != 1:
+            raise SystemExit(f"{checkpoint}: erases {manifest.concepts}; this measures checkpoints of one concept")
+        (concept,) = manifest.concepts
+        prompts, seeds = list(suite.concepts[concept].prompts[: args.prompts]), list(range(args.seeds))
+        pipe = load_pipeline("image", text_encoder=checkpoint, progress=False)
+        pipe.set_progress_bar_config(disable=True)
+        encoders = {"unlearned": pipe} | ({"original": original} if args.control else {})
+        entry = {"concept": concept, "steps": manifest.steps, "prompts": prompts, "seeds": len(seeds), "runs": {}}
+        for name, attacked in encoders.items():
+            runs = []
+            for seed in args.attack_seeds:
+                attack = EmbeddingAttackConfig(seed=seed, steps=args.attack_steps)
+                attack.shot_seed = attack_shot_seed(ATTACK_SHOT_SEED + seed, manifest.config, attack.num_shots)
+                start = time.perf_counter()
+                run = recovery(attacked, original, concept, attack, prompts, seeds, args.steps, detector, suite)
+                runs.append({"attack_seed": seed, "shot_seed": attack.shot_seed, **run,
+                             "seconds": round(time.perf_counter() - start, 1)})  # fmt: skip
+                print(f"{checkpoint.name} {name} attack seed {seed}: {run['hits']}/{run['images']} "
+                      f"(loss {run['final_loss']}, offset {run['offset_norm']})", flush=True)  # fmt: skip
+            hits, images = sum(r["hits"] for r in runs), sum(r["images"] for r in runs)
+            pooled = M.wilson_interval(hits, images)
+            entry["runs"][name] = {"per_seed": runs, "pooled": pooled}
+            print(f"{checkpoint.name} {name}: {hits}/{images} = {pooled['value']:.3f} [{pooled['low']:.3f}, "
+                  f"{pooled['high']:.3f}], per seed {[r['hits'] for r in runs]}", flush=True)  # fmt: skip
+        results[checkpoint.name] = entry
+        budget = {k: v for k, v in attack.__dict__.items() if k not in ("seed", "shot_seed")}
+        sampling = {"sampler": "dpm-solver", "steps": args.steps, "guidance": 6.0}
+        summary = {"machine": f"{platform.machine()}, {torch.get_num_threads()} threads", "budget": budget,
+                   "sampling": sampling, "results": results}  # fmt: skip
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(json.dumps(summary, indent=2, sort_keys=True) + "\n")
+
+
+if __name__ == "__main__":
+    main()
