@@ -23,6 +23,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from PIL import Image
 
 from t2v_unlearn.encoders import load_pipeline, read_manifest
 from t2v_unlearn.eval import metrics as M
@@ -54,7 +55,29 @@ def recovery(pipe, original, concept: str, attack: EmbeddingAttackConfig, prompt
     flags = [bool(h.any()) for h in hits]
     by_prompt = {p: int(sum(flags[i * len(seeds) : (i + 1) * len(seeds)])) for i, p in enumerate(prompts)}
     return {"hits": int(sum(flags)), "images": len(flags), "final_loss": round(float(np.mean(losses[-20:])), 4),
-            "offset_norm": round(float(offset.norm()), 3), "by_prompt": by_prompt}  # fmt: skip
+            "offset_norm": round(float(offset.norm()), 3), "by_prompt": by_prompt,
+            "_sheet": sheet(shots, samples[:, 0], flags, len(seeds))}  # fmt: skip
+
+
+def sheet(shots: np.ndarray, samples: np.ndarray, flags: list[bool], per_row: int, columns: int = 10) -> np.ndarray:
+    """A contact sheet to look at: the attacker's images on the first row, then per prompt the first `columns`
+    attacked samples, each framed red where the detector read the concept and grey where it did not."""
+    h, w = samples.shape[1:3]
+    pad = 2
+
+    def cell(image: np.ndarray, colour: tuple[int, int, int]) -> np.ndarray:
+        framed = np.empty((h + 2 * pad, w + 2 * pad, 3), np.uint8)
+        framed[:] = colour
+        framed[pad:-pad, pad:-pad] = image
+        return framed
+
+    blank = np.full((h, w, 3), 255, np.uint8)
+    rows = [[cell(s, (0, 0, 255)) for s in shots] + [cell(blank, (255, 255, 255))] * (columns - len(shots))]
+    for start in range(0, len(samples), per_row):
+        row = [cell(samples[i], (255, 0, 0) if flags[i] else (160, 160, 160))
+               for i in range(start, start + min(columns, per_row))]  # fmt: skip
+        rows.append(row + [cell(blank, (255, 255, 255))] * (columns - len(row)))
+    return np.concatenate([np.concatenate(r, axis=1) for r in rows], axis=0)
 
 
 def main():
@@ -69,6 +92,7 @@ def main():
     parser.add_argument("--attack-steps", type=int, default=EmbeddingAttackConfig.steps,
                         help="the attack's steps (the fixed budget: 200; fewer only for a smoke test)")  # fmt: skip
     parser.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "embedding_attack.json"))
+    parser.add_argument("--sheets", type=Path, help="also write a contact sheet (PNG) per run into this folder")
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -95,6 +119,13 @@ def main():
                 attack.shot_seed = attack_shot_seed(ATTACK_SHOT_SEED + seed, manifest.config, attack.num_shots)
                 start = time.perf_counter()
                 run = recovery(attacked, original, concept, attack, prompts, seeds, args.steps, detector, suite)
+                contact = run.pop("_sheet")
+                if args.sheets:
+                    args.sheets.mkdir(parents=True, exist_ok=True)
+                    name_png = f"{checkpoint.name}-{name}-seed{seed}.png"
+                    Image.fromarray(contact).resize((contact.shape[1] * 2, contact.shape[0] * 2), Image.NEAREST).save(
+                        args.sheets / name_png
+                    )
                 runs.append({"attack_seed": seed, "shot_seed": attack.shot_seed, **run,
                              "seconds": round(time.perf_counter() - start, 1)})  # fmt: skip
                 print(f"{checkpoint.name} {name} attack seed {seed}: {run['hits']}/{run['images']} "

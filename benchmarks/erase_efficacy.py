@@ -33,6 +33,7 @@ VARIANTS = {
     "plain": {"preserve_weight": 0.0},
     "lora": {"trainable": "lora"},
     "robust": {"robust": True},
+    "robust-radius4": {"robust": True, "robust_radius": 4.0},  # the inner attack reaching 4 token lengths, not 1
     "no-contexts": {"contexts": False},  # without the concept beside other things
     "gap0.2": {"gap_ratio": 0.2},  # the threshold for styles up to the tenth session (and for characters)
     "gap0.1": {"gap_ratio": 0.1},  # the anchor-gap rule's threshold for objects up to the sixth session

@@ -161,6 +161,15 @@ def test_erase_tells_a_levelled_gap_from_one_that_never_closed():
     assert stop_message(result([])) is None  # no gap checks (another rule)
 
 
+def test_erase_says_when_a_run_was_not_erased_under_the_attack():
+    from types import SimpleNamespace
+
+    from t2v_unlearn.commands.erase import robustness_note
+
+    assert "--robust" in robustness_note(SimpleNamespace(robust=False))
+    assert robustness_note(SimpleNamespace(robust=True)) is None
+
+
 def test_erase_config_reruns_bit_for_bit(tmp_path):
     from safetensors.torch import load_file
 

@@ -111,6 +111,16 @@ def stop_message(result) -> str | None:
     )
 
 
+def robustness_note(result) -> str | None:
+    """A note for a run without the inner attack: a textual-inversion attack can bring its concept back (on TinyWorld
+    it brought an erased character back in 84% of images, and 19% after `--robust`: docs/BENCHMARKS.md, twelfth
+    session). Robust runs get none."""
+    if result.robust:
+        return None
+    return ("note: erased without the inner attack: a textual-inversion attacker with a few images of the concept "
+            "may bring it back; pass --robust to erase under that attack too (slower)")  # fmt: skip
+
+
 def run(args) -> int:
     saved = None
     if args.config is not None:  # re-run a saved erase: its concepts, base model and every EraseConfig field
@@ -159,9 +169,9 @@ def run(args) -> int:
     split = ", ".join(f"{k.replace('_', ' ')} {v:.1f} s" for k, v in timings)
     robust = ", erased under the inner attack (robust)" if result.robust else ""
     print(f"checkpoint written to {out} ({result.steps} steps, stopped by {result.stopped_by}{robust})")
-    message = stop_message(result)
-    if message:
-        print(message)
+    for message in (stop_message(result), robustness_note(result)):
+        if message:
+            print(message)
     print(f"time: {split}; {time.perf_counter() - START:.1f} s since start")
 
     # 4. the before/after preview: images, and videos with --preview-video
