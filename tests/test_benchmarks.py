@@ -71,12 +71,23 @@ def test_evaluator_on_samples_plans_every_label_and_scores_only_clear_cells(tmp_
     second = {head: bench.labels_of(head)[1] for head in bench.HEADS}
     labels = {head: [first[head], first[head], second[head], "unclear"] for head in bench.HEADS}
     (tmp_path / "labels.json").write_text(json.dumps(labels))
-    args = argparse.Namespace(work=str(tmp_path), labels=str(tmp_path / "labels.json"), out=str(tmp_path / "o.json"))
+    args = argparse.Namespace(work=str(tmp_path), labels=str(tmp_path / "labels.json"), out=str(tmp_path / "o.json"),
+                              detector="tinyworld")  # fmt: skip
     bench.score(args)
     result = json.loads((tmp_path / "o.json").read_text())["by_category"]["object"]
     assert result["clear"] == 3 and result["unclear"] == 1
     assert abs(result["accuracy"]["value"] - 2 / 3) < 1e-9 and result["accuracy"]["high"] < 1.0
     assert result["wrong"] == [{"seen": second["object"], "detector": first["object"], "prompt": "p", "seed": 0}]
+    # another detector re-reads the saved cells: on four blank gray canvases the shipped classifier says "none"
+    import numpy as np
+
+    from t2v_unlearn.pipelines.load import tinyworld_path
+
+    for head in bench.HEADS:
+        np.save(tmp_path / f"images_{head}.npy", np.full((4, 64, 64, 3), 128, np.uint8))
+    bench.score(argparse.Namespace(**{**vars(args), "detector": str(tinyworld_path("classifier"))}))
+    rescored = json.loads((tmp_path / "o.json").read_text())["by_category"]["object"]
+    assert rescored["accuracy"]["value"] == 0 and {w["detector"] for w in rescored["wrong"]} == {"none"}
     labels["style"] = labels["style"][:3]
     (tmp_path / "labels.json").write_text(json.dumps(labels))
     with pytest.raises(SystemExit, match="style has 3 labels for 4 cells"):

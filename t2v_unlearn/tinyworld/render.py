@@ -107,21 +107,39 @@ SHAPES: dict[str, list[tuple[float, float]] | None] = {
 }
 
 
+def blob_outline(rng: np.random.Generator, n: int = 72) -> list[tuple[float, float]]:
+    """A shapeless blob: a closed curve whose radius wanders around 0.8 with two random low harmonics (the 2nd at
+    0.12-0.22, the 3rd at 0.04-0.10, random phases): an egg or a bean, no circle, no polygon, no corner and no
+    heart's notch. The classifier learns it as "none" of the shapes: what a generator draws when its prompt names no
+    shape it can draw (docs/TINYWORLD.md)."""
+    a2, a3 = rng.uniform(0.12, 0.22), rng.uniform(0.04, 0.10)
+    p2, p3 = rng.uniform(0, 2 * math.pi, size=2)
+    out = []
+    for i in range(n):
+        t = 2 * math.pi * i / n
+        radius = 0.8 * (1 + a2 * math.cos(2 * t + p2) + a3 * math.cos(3 * t + p3))
+        out.append((radius * math.cos(t), radius * math.sin(t)))
+    return out
+
+
 def _to_px(points, cx, cy, r):
     return [(cx + px * r, cy + py * r) for px, py in points]
 
 
-def _shape_mask(shape: str, size: int, r: float, outline: float | None = None) -> Image.Image:
-    """An 'L' mask of a shape centred in a size x size canvas; with `outline`, only its border of that width."""
+def _shape_mask(shape: str, size: int, r: float, outline: float | None = None,
+                points: list[tuple[float, float]] | None = None) -> Image.Image:  # fmt: skip
+    """An 'L' mask of a shape (or of the polygon `points`) centred in a size x size canvas; with `outline`, only its
+    border of that width."""
     mask = Image.new("L", (size, size), 0)
     draw = ImageDraw.Draw(mask)
     c = size / 2
     fill = None if outline else 255
     width = max(1, round(outline)) if outline else 0
-    if SHAPES[shape] is None:
+    points = points if points is not None else SHAPES[shape]
+    if points is None:
         draw.ellipse([c - 0.9 * r, c - 0.9 * r, c + 0.9 * r, c + 0.9 * r], fill=fill, outline=255, width=width)
     else:
-        pts = _to_px(SHAPES[shape], c, c, r)
+        pts = _to_px(points, c, c, r)
         if outline:
             draw.line([*pts, pts[0], pts[1]], fill=255, width=width, joint="curve")
         else:
@@ -209,13 +227,13 @@ def _draw_character(name: str, size: int, r: float) -> Image.Image:
     return layer
 
 
-def _foreground(scene: Scene, taxonomy: Taxonomy, size: int, r: float) -> Image.Image:
+def _foreground(scene: Scene, taxonomy: Taxonomy, size: int, r: float, points=None) -> Image.Image:
     if scene.category == "id":
         return _draw_character(scene.subject, size, r)
     colour = taxonomy.colours[scene.colour]
     period = PATTERN_PERIOD * SUPERSAMPLE
     outline = 3.0 * SUPERSAMPLE if scene.style == "outlined" else None
-    mask = _shape_mask(scene.subject, size, r, outline=outline)
+    mask = _shape_mask(scene.subject, size, r, outline=outline, points=points)
     layer = _pattern(scene.style, colour, size, period).convert("RGBA")
     layer.putalpha(mask)
     return layer
@@ -258,8 +276,10 @@ def _layer(scene: Scene, taxonomy: Taxonomy, big: int) -> np.ndarray:
     return np.asarray(placed)
 
 
-def render(scene: Scene, num_frames: int | None = None, resolution: int = RESOLUTION) -> np.ndarray:
-    """Draw a scene. Returns uint8 frames of shape (F, H, W, 3); F is 1 for a still scene by default."""
+def render(scene: Scene, num_frames: int | None = None, resolution: int = RESOLUTION,
+           outline: list[tuple[float, float]] | None = None) -> np.ndarray:  # fmt: skip
+    """Draw a scene. Returns uint8 frames of shape (F, H, W, 3); F is 1 for a still scene by default. With `outline`
+    (a polygon in the shapes' unit coordinates, e.g. `blob_outline`), a shape scene draws it instead of its shape."""
     taxonomy = load_taxonomy()
     if num_frames is None:
         num_frames = 1 if scene.motion is None else NUM_FRAMES
@@ -270,7 +290,7 @@ def render(scene: Scene, num_frames: int | None = None, resolution: int = RESOLU
         t = i / (num_frames - 1) if num_frames > 1 else 0.0
         x, y, size, angle = _motion_state(scene, t)
         r = size * big / 2
-        layer = _foreground(scene, taxonomy, big, r)
+        layer = _foreground(scene, taxonomy, big, r, points=outline)
         if angle:
             layer = layer.rotate(angle, resample=Image.BICUBIC, center=(big / 2, big / 2))
         canvas = Image.new("RGBA", (big, big), (*background, 255))

@@ -87,14 +87,18 @@ def evaluator_batch(seed: int, batch_size: int, attribute_share: float = 0.8):
     return pixels, captions, true_of
 
 
-def classifier_batch(seed: int, batch_size: int, blank_share: float = 0.06, pair_share: float = 0.0):
+def classifier_batch(seed: int, batch_size: int, blank_share: float = 0.06, pair_share: float = 0.0,
+                     blob_share: float = 0.0):  # fmt: skip
     """Rendered images in [-1, 1] (B, 3, H, W) and their class index per head (TinyWorldClassifier's heads).
 
     Half are frames of moving scenes (anywhere along their path); a few are blank backgrounds, "none" for every
-    head. A character's colour head is its body colour; its object and style heads are "none".
+    head. A character's colour head is its body colour; its object and style heads are "none". With `blob_share`,
+    that share of the shape scenes draw a shapeless blob (`render.blob_outline`) in the scene's style and colour
+    instead of their shape: "none" for the object head, the style and colour for theirs. At 0 (the default) no
+    random number is drawn for it, so batches are what they were before blobs existed.
     """
     from .classifier import NONE, head_classes
-    from .render import CHARACTER_COLOURS
+    from .render import CHARACTER_COLOURS, blob_outline
 
     rng = np.random.default_rng(seed)
     taxonomy = load_taxonomy()
@@ -111,8 +115,11 @@ def classifier_batch(seed: int, batch_size: int, blank_share: float = 0.06, pair
                 scene = frame_scene(sample_scene(rng, video=True, id_share=0.4), float(rng.uniform(0, 1)))
             else:
                 scene = sample_scene(rng, id_share=0.4, pair_share=pair_share)
-            images.append(render(scene)[0])
+            blob = blob_share and scene.category == "object" and scene.companion is None and rng.random() < blob_share
+            images.append(render(scene, outline=blob_outline(rng) if blob else None)[0])
             labels = {head: value or NONE for head, value in scene.labels().items()}
+            if blob:
+                labels["object"] = NONE
             body = colour_of.get(CHARACTER_COLOURS.get(scene.subject))  # a character's colour is its body's
             labels["colour"] = scene.colour if scene.category == "object" else body
             if scene.companion is not None and scene.companion.category == "object":  # a pair: the shape's colour
@@ -387,14 +394,20 @@ def stage_classifier(args, tokenizer, record):
     torch.manual_seed(args.seed + 5)
     vae = AutoencoderKL.from_pretrained(Path(args.work) / "vae" / "final").to(args.device).eval()
     vae.requires_grad_(False)
-    classifier = TinyWorldClassifier().to(args.device)
+    if args.classifier_init:  # fine-tune a trained detector (e.g. the shipped one, with blobs)
+        classifier = TinyWorldClassifier.from_pretrained(args.classifier_init).to(args.device)
+    else:
+        classifier = TinyWorldClassifier().to(args.device)
     trainer = Trainer("classifier", args.work, {"classifier": classifier}, classifier.parameters(),
-                      args.classifier_steps, 2e-3, ema_decay=0.995, device=args.device)  # fmt: skip
+                      args.classifier_steps, args.classifier_lr, ema_decay=0.995, device=args.device)  # fmt: skip
     generator = torch.Generator().manual_seed(args.seed + 5)
 
     def step(i):
         pixels, targets = classifier_batch(
-            50_000_000 + args.data_offset + i, args.classifier_batch_size, pair_share=args.pair_share
+            50_000_000 + args.data_offset + i,
+            args.classifier_batch_size,
+            pair_share=args.pair_share,
+            blob_share=args.classifier_blob_share,
         )
         pixels = pixels.to(args.device)
         through_vae = torch.rand(len(pixels), generator=generator) < 0.5
@@ -971,6 +984,13 @@ class TrainConfig:
     )
     classifier_steps: int = field(default=3000, metadata={"help": "steps of the classifier (detector) stage"})
     classifier_batch_size: int = field(default=64, metadata={"help": "images per classifier step"})
+    classifier_lr: float = field(default=2e-3, metadata={"help": "peak learning rate of the classifier"})
+    classifier_init: str | None = field(
+        default=None, metadata={"help": "a classifier folder to fine-tune (default: random weights)"}
+    )
+    classifier_blob_share: float = field(
+        default=0.0, metadata={"help": "share of shape scenes drawn as shapeless blobs, 'none' for the object head"}
+    )
     vae_steps: int = field(default=1500, metadata={"help": "steps of the VAE stage"})
     image_steps: int = field(default=2500, metadata={"help": "steps of the image stage (text encoder + UNet)"})
     video_steps: int = field(

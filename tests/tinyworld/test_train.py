@@ -1,3 +1,4 @@
+import json
 import shutil
 
 import pytest
@@ -47,6 +48,22 @@ def test_evaluator_fine_tuning_starts_from_the_given_weights(tmp_path):
     assert (tmp_path / "evaluator" / "DONE").exists()
 
 
+def test_classifier_fine_tuning_starts_from_the_given_weights_and_learns_blobs(tmp_path):
+    shutil.copytree(tinyworld_path("image") / "tokenizer", tmp_path / "tokenizer")
+    shutil.copytree(tinyworld_path("image") / "vae", tmp_path / "vae" / "final")  # the stage reads the VAE here
+    main(["--work", str(tmp_path), "--stages", "classifier", "--classifier-steps", "2", "--device", "cpu",
+          "--classifier-init", str(tinyworld_path("classifier")), "--classifier-lr", "1e-4",
+          "--classifier-blob-share", "0.5", "--classifier-batch-size", "8", "--threads", "1",
+          "--no-bf16"])  # fmt: skip
+    before = load_file(str(tinyworld_path("classifier") / "model.safetensors"))
+    after = load_file(str(tmp_path / "classifier" / "final" / "model.safetensors"))
+    assert after.keys() == before.keys()
+    weights = [k for k in after if after[k].is_floating_point() and "running" not in k]  # not BatchNorm's statistics
+    changed = [k for k in weights if not torch.equal(after[k], before[k])]
+    # two small steps from the shipped weights, not a fresh network: every weight moved a little at most
+    assert changed and all((after[k] - before[k]).abs().max() < 0.05 for k in changed)
+
+
 def test_remapped_text_encoder_keeps_rows_of_shared_tokens(tmp_path):
     from transformers import CLIPTextModel, CLIPTokenizer
 
@@ -77,7 +94,6 @@ def test_training_config_round_trips_through_training_json(tmp_path):
 
 
 def test_the_shipped_training_json_records_its_configuration():
-    import json
 
     path = tinyworld_path("image").parent / "training.json"
     args = parse_args(["--config", str(path)])
@@ -112,7 +128,6 @@ def test_a_resumed_stage_continues_the_same_batches_and_weights(tmp_path):
 
 
 def test_a_warm_start_continues_the_shipped_models_and_records_its_recipe(tmp_path):
-    import json
 
     from diffusers import UNet2DConditionModel
 
@@ -134,7 +149,6 @@ def test_a_warm_start_continues_the_shipped_models_and_records_its_recipe(tmp_pa
 def test_freeze_unet_trains_only_the_focus_rows(tmp_path):
     """`--focus-rows --freeze-unet`: the UNet comes out bit for bit as shipped and only the focus words' rows move,
     so every prompt without them samples exactly as before; without --focus-rows it refuses to start."""
-    import json
 
     from diffusers import UNet2DConditionModel
 
@@ -168,7 +182,6 @@ def test_unet_cross_attention_only_leaves_the_drawing_layers_alone(tmp_path):
 def test_zero_video_steps_keep_the_earlier_video_unet(tmp_path):
     """With --init-from, `--video-steps 0` ships the earlier video UNet bit for bit (as v2.3 ships v2.2's), where a
     video stage would take the new image UNet's spatial layers."""
-    import json
 
     from diffusers import UNet3DConditionModel
 
@@ -238,7 +251,6 @@ def test_motion_word_rows_train_only_those_rows():
 def config_without(tmp_path, *keys: str) -> str:
     """The shipped training.json with some configuration keys taken out: a record of a version trained before
     those options existed (v2.2 and earlier)."""
-    import json
 
     record = json.loads((tinyworld_path("image").parent / "training.json").read_text())
     record["config"] = {k: v for k, v in record["config"].items() if k not in keys}
