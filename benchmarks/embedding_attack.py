@@ -56,7 +56,7 @@ def recovery(pipe, original, concept: str, attack: EmbeddingAttackConfig, prompt
     by_prompt = {p: int(sum(flags[i * len(seeds) : (i + 1) * len(seeds)])) for i, p in enumerate(prompts)}
     return {"hits": int(sum(flags)), "images": len(flags), "final_loss": round(float(np.mean(losses[-20:])), 4),
             "offset_norm": round(float(offset.norm()), 3), "by_prompt": by_prompt,
-            "_sheet": sheet(shots, samples[:, 0], flags, len(seeds))}  # fmt: skip
+            "_sheet": sheet(shots, samples[:, 0], flags, len(seeds)), "_samples": samples[:, 0]}  # fmt: skip
 
 
 def sheet(shots: np.ndarray, samples: np.ndarray, flags: list[bool], per_row: int, columns: int = 10) -> np.ndarray:
@@ -93,11 +93,12 @@ def main():
                         help="the attack's steps (the fixed budget: 200; fewer only for a smoke test)")  # fmt: skip
     parser.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "embedding_attack.json"))
     parser.add_argument("--sheets", type=Path, help="also write a contact sheet (PNG) per run into this folder")
+    parser.add_argument("--detector", help="a classifier folder to read the images with (default: the suite's)")
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
     suite = load_suite("tinyworld")
-    detector = load_detector(suite.detector)
+    detector = load_detector(args.detector or suite.detector)
     original = load_pipeline("image", progress=False)
     original.set_progress_bar_config(disable=True)
     out = Path(args.out)
@@ -119,13 +120,13 @@ def main():
                 attack.shot_seed = attack_shot_seed(ATTACK_SHOT_SEED + seed, manifest.config, attack.num_shots)
                 start = time.perf_counter()
                 run = recovery(attacked, original, concept, attack, prompts, seeds, args.steps, detector, suite)
-                contact = run.pop("_sheet")
-                if args.sheets:
+                contact, samples = run.pop("_sheet"), run.pop("_samples")
+                if args.sheets:  # the sheet to look at, and the attacked images (prompt-major) to read again
                     args.sheets.mkdir(parents=True, exist_ok=True)
-                    name_png = f"{checkpoint.name}-{name}-seed{seed}.png"
-                    Image.fromarray(contact).resize((contact.shape[1] * 2, contact.shape[0] * 2), Image.NEAREST).save(
-                        args.sheets / name_png
-                    )
+                    stem = args.sheets / f"{checkpoint.name}-{name}-seed{seed}"
+                    big = (contact.shape[1] * 2, contact.shape[0] * 2)
+                    Image.fromarray(contact).resize(big, Image.NEAREST).save(stem.with_suffix(".png"))
+                    np.save(stem.with_suffix(".npy"), samples)
                 runs.append({"attack_seed": seed, "shot_seed": attack.shot_seed, **run,
                              "seconds": round(time.perf_counter() - start, 1)})  # fmt: skip
                 print(f"{checkpoint.name} {name} attack seed {seed}: {run['hits']}/{run['images']} "
@@ -139,7 +140,7 @@ def main():
         budget = {k: v for k, v in attack.__dict__.items() if k not in ("seed", "shot_seed")}
         sampling = {"sampler": "dpm-solver", "steps": args.steps, "guidance": 6.0}
         summary = {"machine": f"{platform.machine()}, {torch.get_num_threads()} threads", "budget": budget,
-                   "sampling": sampling, "results": results}  # fmt: skip
+                   "sampling": sampling, "detector": args.detector or suite.detector, "results": results}  # fmt: skip
         out.parent.mkdir(parents=True, exist_ok=True)
         out.write_text(json.dumps(summary, indent=2, sort_keys=True) + "\n")
 

@@ -106,6 +106,7 @@ def main():
     parser.add_argument("--steps", type=int, default=25, help="eval's denoising steps")
     parser.add_argument("--seeds", type=int, help="seeds per prompt (eval --seeds; default: the plan's)")
     parser.add_argument("--kind", default="both", choices=["image", "video", "both"], help="what eval generates")
+    parser.add_argument("--detector", help="eval's detector (a classifier folder); default: the suite's")
     args = parser.parse_args()
     if args.table_only:
         print("\n".join(transfer_table(json.loads(Path(args.out).read_text())["results"])))
@@ -134,6 +135,7 @@ def main():
                 steps=args.steps,
                 seeds=args.seeds,
                 kind=args.kind,
+                detector=args.detector,
             )
             # samples are cached by row, not by sampler: one folder per sampling setting
             metrics, _ = evaluate(eval_config, work / f"samples-{args.sampler}-{args.steps}")
@@ -178,6 +180,7 @@ def main():
                 "machine": f"{platform.machine()}, {torch.get_num_threads()} threads",
                 "plan": plan,
                 "sampling": {"sampler": args.sampler, "steps": args.steps},
+                "detector": args.detector or "the suite's",
                 "results": results,
                 "table": rows,
             }

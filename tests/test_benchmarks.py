@@ -142,6 +142,7 @@ def test_embedding_attack_inverts_the_original_models_images_and_counts_images_w
     assert sum(run["by_prompt"].values()) == run["hits"] and run["offset_norm"] > 0
     size = image_pipe.unet.config.sample_size * image_pipe.vae_scale_factor + 4  # a cell with its frame
     assert run["_sheet"].shape == (2 * size, 10 * size, 3)  # the attacker's 4 images, then the prompt's 2 samples
+    assert run["_samples"].shape == (2, size - 4, size - 4, 3)
 
 
 def test_anchor_choice_confusion_counts_frames_and_widens_to_the_samples():
