@@ -2,6 +2,7 @@
 
     python benchmarks/evaluator_on_samples.py sheets [--per-concept 6] [--work runs/evaluator-on-samples]
     python benchmarks/evaluator_on_samples.py score LABELS.json [--work runs/evaluator-on-samples] [--detector DIR]
+    python benchmarks/evaluator_on_samples.py images --images A.npy B.npy --take 80 40 --prompted square --work W
 
 The instrument issue's target: the detector at least 90% right per category on the image generator's samples
 of clearly rendered prompts. Rendered images have a ground truth; generated ones do not, so a person supplies
@@ -117,13 +118,59 @@ def sheets(args) -> None:
     (work / "answers.json").write_text(json.dumps(answers, indent=1) + "\n")
 
 
+def image_cells(args) -> None:
+    """A blind sheet of images made elsewhere (e.g. `embedding_attack.py --sheets`' .npy files), shuffled together so
+    that the labeller cannot tell the files apart: mix an attack's images with a control's."""
+    work = Path(args.work)
+    work.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(SEED)
+    takes = args.take or [None] * len(args.images)
+    if len(takes) != len(args.images):
+        raise SystemExit(f"--take gives {len(takes)} counts for {len(args.images)} files")
+    cells, images = [], []
+    for path, take in zip(args.images, takes, strict=True):
+        array = np.load(path)
+        chosen = range(len(array))
+        if take:
+            chosen = sorted(rng.choice(len(array), size=min(take, len(array)), replace=False))
+        cells += [(Path(path).stem, int(i)) for i in chosen]
+        images += [array[i] for i in chosen]
+    order = rng.permutation(len(cells))
+    cells, images = [cells[i] for i in order], np.stack([images[i] for i in order])
+    detector = load_detector(args.detector)
+    classes = detector.model.classes[args.head]
+    said = [classes[int(j)] for j in detector.head_probabilities(images)[args.head].argmax(-1)]
+    rows = [{"prompted": args.prompted, "prompt": source, "seed": index, "source": source, "detector": label}
+            for (source, index), label in zip(cells, said, strict=True)]  # fmt: skip
+    answers = {args.head: rows}
+    draw_sheet(images, args.head).save(work / f"sheet_{args.head}.png")
+    np.save(work / f"images_{args.head}.npy", images)
+    (work / "answers.json").write_text(json.dumps(answers, indent=1) + "\n")
+    print(f"{work / f'sheet_{args.head}.png'}: {len(cells)} cells")
+
+
+def by_source(cells: list[dict], person: list[str], prompted: str) -> dict:
+    """Per source file of an `images` sheet: how often the person and the detector see the prompted label."""
+    out = {}
+    for source in sorted({c["source"] for c in cells}):
+        rows = [(c, p) for c, p in zip(cells, person, strict=True) if c["source"] == source]
+        out[source] = {
+            "cells": len(rows),
+            "unclear": sum(p == "unclear" for _, p in rows),
+            "person_sees_it": wilson_interval(sum(p == prompted for _, p in rows), len(rows)),
+            "detector_says_it": wilson_interval(sum(c["detector"] == prompted for c, _ in rows), len(rows)),
+        }
+    return out
+
+
 def score(args) -> None:
     work = Path(args.work)
     answers = json.loads((work / "answers.json").read_text())
     seen = json.loads(Path(args.labels).read_text())
+    heads = [head for head in HEADS if head in answers]  # an `images` sheet holds one head
     if args.detector != "tinyworld":  # another detector on the very cells the person labelled
         detector = load_detector(args.detector)
-        for head in HEADS:
+        for head in heads:
             probabilities = detector.head_probabilities(np.load(work / f"images_{head}.npy"))[head]
             classes = detector.model.classes[head]
             for cell, j in zip(answers[head], probabilities.argmax(-1), strict=True):
@@ -131,7 +178,7 @@ def score(args) -> None:
     machine = f"{platform.machine()}, {torch.get_num_threads()} threads"
     result = {"machine": machine, "labels_file": args.labels, "detector": args.detector,
               "sampler": {"name": "dpm-solver", "steps": 12}, "by_category": {}}  # fmt: skip
-    for head in HEADS:
+    for head in heads:
         cells, person = answers[head], seen[head]
         if len(person) != len(cells):
             raise SystemExit(f"{args.labels}: {head} has {len(person)} labels for {len(cells)} cells")
@@ -150,6 +197,8 @@ def score(args) -> None:
             "prompted_label_seen": wilson_interval(as_prompted, len(cells)),
             "wrong": wrong,
         }
+        if "source" in cells[0]:
+            result["by_category"][head]["by_source"] = by_source(cells, person, cells[0]["prompted"])
         a = result["by_category"][head]["accuracy"]
         print(f"{head:7s} detector right on {right}/{len(clear)} clear samples: {a['value']:.2f} "
               f"[{a['low']:.2f}, {a['high']:.2f}]; unclear {len(cells) - len(clear)}; the prompted label seen "
@@ -161,7 +210,7 @@ def score(args) -> None:
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("action", choices=["sheets", "score"])
+    parser.add_argument("action", choices=["sheets", "images", "score"])
     parser.add_argument("labels", nargs="?", help="score: the person's labels (JSON)")
     parser.add_argument("--per-concept", type=int, default=6, help="samples per label of each category")
     parser.add_argument("--work", default=str(ROOT / "runs" / "evaluator-on-samples"))
@@ -169,10 +218,16 @@ def main():
                         help="the TinyWorld classifier to check: 'tinyworld' (shipped) or a classifier folder; "
                              "score re-reads the cells that sheets saved")  # fmt: skip
     parser.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "evaluator_on_samples.json"))
+    parser.add_argument("--images", nargs="+", help="images: .npy files of uint8 images (N, H, W, 3) to mix")
+    parser.add_argument("--take", nargs="+", type=int, help="images: how many of each file (a seeded draw)")
+    parser.add_argument("--head", default="object", choices=HEADS, help="images: the category the person labels")
+    parser.add_argument("--prompted", help="images: the label the images were asked to show")
     args = parser.parse_args()
     if args.action == "score" and not args.labels:
         parser.error("score needs the labels JSON")
-    sheets(args) if args.action == "sheets" else score(args)
+    if args.action == "images" and not (args.images and args.prompted):
+        parser.error("images needs --images and --prompted")
+    {"sheets": sheets, "images": image_cells, "score": score}[args.action](args)
 
 
 if __name__ == "__main__":

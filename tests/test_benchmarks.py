@@ -98,6 +98,33 @@ def test_evaluator_on_samples_plans_every_label_and_scores_only_clear_cells(tmp_
         bench.score(args)
 
 
+def test_a_blind_sheet_of_images_mixes_its_files_and_scores_each_file_apart(tmp_path):
+    """`images` shuffles two files' images into one numbered sheet; `score` reports, per file, how often the person
+    and the detector saw the prompted label."""
+    import argparse
+
+    import numpy as np
+
+    bench = _benchmark("evaluator_on_samples")
+    rng = np.random.default_rng(0)
+    for name in ("attack", "control"):
+        np.save(tmp_path / f"{name}.npy", rng.integers(0, 256, (6, 64, 64, 3), dtype=np.uint8))
+    args = argparse.Namespace(work=str(tmp_path / "w"), images=[str(tmp_path / "attack.npy"),
+                              str(tmp_path / "control.npy")], take=[6, 2], head="object", prompted="square",
+                              detector="tinyworld")  # fmt: skip
+    bench.image_cells(args)
+    cells = json.loads((tmp_path / "w" / "answers.json").read_text())["object"]
+    assert [c["source"] for c in cells].count("attack") == 6 and len(cells) == 8
+    assert [c["source"] for c in cells] != sorted(c["source"] for c in cells)  # shuffled together
+    person = ["square" if c["source"] == "control" else "unclear" if c["seed"] == 0 else "circle" for c in cells]
+    (tmp_path / "labels.json").write_text(json.dumps({"object": person}))
+    bench.score(argparse.Namespace(work=str(tmp_path / "w"), labels=str(tmp_path / "labels.json"),
+                                   out=str(tmp_path / "o.json"), detector="tinyworld"))  # fmt: skip
+    sources = json.loads((tmp_path / "o.json").read_text())["by_category"]["object"]["by_source"]
+    assert sources["control"]["person_sees_it"]["value"] == 1 and sources["control"]["cells"] == 2
+    assert sources["attack"]["person_sees_it"]["value"] == 0 and sources["attack"]["unclear"] == 1
+
+
 def test_video_leak_scores_an_erased_encoders_videos_frame_by_frame(image_pipe, tmp_path):
     """At reduced scale (1 prompt, 2 seeds, 2 steps): the checkpoint's concept, its suite prompts, one hit vector
     per frame, and an interval over videos that a handful of videos leaves wide."""
