@@ -10,7 +10,9 @@ from `attack_shot_seed(500 + s, ...)`), then samples the concept's first `--prom
 token at sampling seeds 0..`--seeds`-1 (eval's plan with `--seeds`) and reads each image with the suite's detector
 and label set, as eval does. With `--control`, the original encoder is attacked the same way (it must give way).
 Reports each seed's recovery and the pooled one with a Wilson interval over all images of all seeds (each image one
-draw; the per-seed spread is printed beside it). Writes benchmarks/results/embedding_attack.json.
+draw; the per-seed spread is printed beside it). With `--video`, the same token also goes through the ModelScope-style
+pipeline (8 frames, the same prompts and seeds), every frame read: the frame hit rate with eval's interval, and the
+videos with a hit. Writes benchmarks/results/embedding_attack.json.
 """
 
 from __future__ import annotations
@@ -56,7 +58,23 @@ def recovery(pipe, original, concept: str, attack: EmbeddingAttackConfig, prompt
     by_prompt = {p: int(sum(flags[i * len(seeds) : (i + 1) * len(seeds)])) for i, p in enumerate(prompts)}
     return {"hits": int(sum(flags)), "images": len(flags), "final_loss": round(float(np.mean(losses[-20:])), 4),
             "offset_norm": round(float(offset.norm()), 3), "by_prompt": by_prompt,
-            "_sheet": sheet(shots, samples[:, 0], flags, len(seeds)), "_samples": samples[:, 0]}  # fmt: skip
+            "_sheet": sheet(shots, samples[:, 0], flags, len(seeds)), "_samples": samples[:, 0],
+            "_offset": offset}  # fmt: skip
+
+
+def video_recovery(video_pipe, concept: str, offset, prompts, seeds, steps, detector, suite, frames: int = 8) -> dict:
+    """The same inverted token through the video pipeline: every frame read as eval reads it; the frame hit rate with
+    eval's interval (a cluster bootstrap over prompts, never narrower than Wilson over videos)."""
+    with sampler(video_pipe, "dpm-solver"):
+        videos = generate_attacked(video_pipe, video_pipe.text_encoder, concept, offset,
+                                   [p for p in prompts for _ in seeds], seeds * len(prompts), steps, 6.0,
+                                   num_frames=frames)  # fmt: skip
+    entry = suite.concepts[concept]
+    hits, _ = score_frames(detector, entry, suite.detector_templates[entry.category], list(videos))
+    rates = np.array([M.video_frame_rate(h) for h in hits]).reshape(len(prompts), len(seeds))
+    return {"frames_with_the_concept": int(np.stack(hits).sum()), "frames": int(np.stack(hits).size),
+            "videos_with_a_hit": int((rates > 0).sum()), "videos": len(videos),
+            "frame_hit_rate": M.cluster_bootstrap(rates)}  # fmt: skip
 
 
 def sheet(shots: np.ndarray, samples: np.ndarray, flags: list[bool], per_row: int, columns: int = 10) -> np.ndarray:
@@ -94,6 +112,8 @@ def main():
     parser.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "embedding_attack.json"))
     parser.add_argument("--sheets", type=Path, help="also write a contact sheet (PNG) per run into this folder")
     parser.add_argument("--detector", help="a classifier folder to read the images with (default: the suite's)")
+    parser.add_argument("--video", action="store_true",
+                        help="also video frames: the same token through the ModelScope-style pipeline")  # fmt: skip
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -112,6 +132,10 @@ def main():
         pipe = load_pipeline("image", text_encoder=checkpoint, progress=False)
         pipe.set_progress_bar_config(disable=True)
         encoders = {"unlearned": pipe} | ({"original": original} if args.control else {})
+        video_pipes = {}
+        if args.video:
+            video_pipes = {name: load_pipeline("video", text_encoder=checkpoint if name == "unlearned" else None,
+                                               progress=False) for name in encoders}  # fmt: skip
         entry = {"concept": concept, "steps": manifest.steps, "prompts": prompts, "seeds": len(seeds), "runs": {}}
         for name, attacked in encoders.items():
             runs = []
@@ -120,7 +144,14 @@ def main():
                 attack.shot_seed = attack_shot_seed(ATTACK_SHOT_SEED + seed, manifest.config, attack.num_shots)
                 start = time.perf_counter()
                 run = recovery(attacked, original, concept, attack, prompts, seeds, args.steps, detector, suite)
-                contact, samples = run.pop("_sheet"), run.pop("_samples")
+                contact, samples, offset = run.pop("_sheet"), run.pop("_samples"), run.pop("_offset")
+                if args.video:
+                    video_pipes[name].set_progress_bar_config(disable=True)
+                    run["video"] = video_recovery(video_pipes[name], concept, offset, prompts, seeds, args.steps,
+                                                  detector, suite)  # fmt: skip
+                    v = run["video"]
+                    print(f"  video: {v['frames_with_the_concept']}/{v['frames']} frames, {v['videos_with_a_hit']}"
+                          f"/{v['videos']} videos with a hit", flush=True)  # fmt: skip
                 if args.sheets:  # the sheet to look at, and the attacked images (prompt-major) to read again
                     args.sheets.mkdir(parents=True, exist_ok=True)
                     stem = args.sheets / f"{checkpoint.name}-{name}-seed{seed}"
@@ -134,6 +165,12 @@ def main():
             hits, images = sum(r["hits"] for r in runs), sum(r["images"] for r in runs)
             pooled = M.wilson_interval(hits, images)
             entry["runs"][name] = {"per_seed": runs, "pooled": pooled}
+            if args.video:  # frames pooled over seeds; the interval over videos (frames of one video are not apart)
+                frames = sum(r["video"]["frames_with_the_concept"] for r in runs)
+                total = sum(r["video"]["frames"] for r in runs)
+                videos = M.wilson_interval(sum(r["video"]["videos_with_a_hit"] for r in runs),
+                                           sum(r["video"]["videos"] for r in runs))  # fmt: skip
+                entry["runs"][name]["video_pooled"] = {"frame_share": frames / total, "videos_with_a_hit": videos}
             print(f"{checkpoint.name} {name}: {hits}/{images} = {pooled['value']:.3f} [{pooled['low']:.3f}, "
                   f"{pooled['high']:.3f}], per seed {[r['hits'] for r in runs]}", flush=True)  # fmt: skip
         results[checkpoint.name] = entry

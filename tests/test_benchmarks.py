@@ -170,6 +170,11 @@ def test_embedding_attack_inverts_the_original_models_images_and_counts_images_w
     size = image_pipe.unet.config.sample_size * image_pipe.vae_scale_factor + 4  # a cell with its frame
     assert run["_sheet"].shape == (2 * size, 10 * size, 3)  # the attacker's 4 images, then the prompt's 2 samples
     assert run["_samples"].shape == (2, size - 4, size - 4, 3)
+    video = _benchmark("embedding_attack").video_recovery(load_pipeline("video", text_encoder=folder, progress=False),
+                                                          "zorbo", run["_offset"], prompts, [0, 1], 2,
+                                                          load_detector(suite.detector), suite, frames=3)  # fmt: skip
+    assert video["videos"] == 2 and video["frames"] == 6 and 0 <= video["frames_with_the_concept"] <= 6
+    assert video["frame_hit_rate"]["n"] == 2  # videos are the clusters
 
 
 def test_anchor_choice_confusion_counts_frames_and_widens_to_the_samples():
