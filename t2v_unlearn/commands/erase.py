@@ -113,7 +113,7 @@ def stop_message(result) -> str | None:
 
 def robustness_note(result) -> str | None:
     """A note for a run without the inner attack: a textual-inversion attack can bring its concept back (on TinyWorld
-    it brought an erased character back in 84% of images, and in 10% after `--robust`, over three attacker seeds:
+    it brought an erased character back in 78% of images, and in 10% after `--robust`, over three attacker seeds:
     docs/BENCHMARKS.md, twelfth session). Robust runs get none."""
     if result.robust:
         return None
