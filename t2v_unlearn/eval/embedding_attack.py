@@ -52,14 +52,15 @@ def shot_seeds(seed: int, count: int) -> list[int]:
     return [seed + 1000 * i for i in range(count)]
 
 
-def attack_shot_seed(shot_seed: int, erase_config: dict | None, shots: int = 4) -> int:
+def attack_shot_seed(shot_seed: int, erase_config: dict | None, shots: int = 4, taken: set[int] = frozenset()) -> int:
     """`shot_seed`, or the next seed whose shots share no generation seed with the erase's own shots (from the
     checkpoint's recorded `EraseConfig`: its `seed` and `num_shots`, when it generated them rather than reading
-    `images`), so that the attacker never inverts the images the erase trained on."""
-    if not erase_config or erase_config.get("images") is not None:
-        return shot_seed
-    erase_seeds = set(shot_seeds(int(erase_config.get("seed", 0)), int(erase_config.get("num_shots", 4))))
-    while erase_seeds & set(shot_seeds(shot_seed, shots)):
+    `images`) nor with `taken` (other attackers' seeds), so that the attacker never inverts the images the erase
+    trained on, and two attackers never hold the same image."""
+    avoid = set(taken)
+    if erase_config and erase_config.get("images") is None:
+        avoid |= set(shot_seeds(int(erase_config.get("seed", 0)), int(erase_config.get("num_shots", 4))))
+    while avoid & set(shot_seeds(shot_seed, shots)):
         shot_seed += 1
     return shot_seed
 

@@ -107,9 +107,16 @@ class EvalConfig:
         default_factory=list,
         metadata={"help": f"attacks on the erased concepts, comma-separated: {', '.join(ATTACKS)}", "metavar": "LIST"},
     )  # fmt: skip
+    attack_draws: int = field(
+        default=3,
+        metadata={"help": "the embedding attack's draws of the attacker's images and noise (eval seed + 0, 1, ...), "
+                          "pooled: one draw's recovery can be anywhere from 0 to 70% (docs/BENCHMARKS.md)"},
+    )  # fmt: skip
 
     def __post_init__(self):
         self.attacks = parse_attacks(self.attacks)
+        if self.attack_draws < 1:
+            raise ValueError(f"--attack-draws must be at least 1 (got {self.attack_draws})")
         if self.frames_scored is not None and self.frames_scored < 1:
             raise ValueError(f"--frames-scored must be at least 1 (got {self.frames_scored}); omit it to score all")
         if self.seeds is not None and self.seeds < 1:
@@ -517,9 +524,10 @@ def attack_metrics(scores: dict, attack_plan: dict, targets: list[str], config: 
 def embedding_attack_metrics(config: EvalConfig, suite: Suite, targets: list[str], detector, plans: dict) -> dict:
     """Textual inversion against the unlearned encoder and, as the control, the original: recovery per kind.
 
-    The token is inverted once per encoder on the image pipeline (its UNet, 200 steps) from the same 4 images of the
+    The token is inverted per encoder on the image pipeline (its UNet, 200 steps) from the same 4 images of the
     concept, the attacker's: the original model's, from seeds the erase never drew. It is then used for images and for
-    videos of the target's suite prompts and seeds.
+    videos of the target's suite prompts and seeds. `attack_draws` attackers (other images, other noise) are pooled,
+    each draw's prompts clusters of their own: one draw's recovery varies too much to stand alone.
     """
     from ..encoders.checkpoint import load_pipeline
     from .embedding_attack import (
@@ -529,22 +537,29 @@ def embedding_attack_metrics(config: EvalConfig, suite: Suite, targets: list[str
         attacker_shots,
         generate_attacked,
         invert_concept,
+        shot_seeds,
     )
 
     erase_config = read_checkpoint_manifest(config.text_encoder).config
-    attack = EmbeddingAttackConfig(seed=config.seed)
-    attack.shot_seed = attack_shot_seed(ATTACK_SHOT_SEED + config.seed, erase_config, attack.num_shots)
+    draws = [EmbeddingAttackConfig(seed=config.seed + d) for d in range(config.attack_draws)]
+    taken: set[int] = set()
+    for attack in draws:  # each draw: its own images of the concept, never the erase's nor another draw's
+        attack.shot_seed = attack_shot_seed(ATTACK_SHOT_SEED + attack.seed, erase_config, attack.num_shots, taken)
+        taken |= set(shot_seeds(attack.shot_seed, attack.num_shots))
     encoders = ((ORIGINAL, None), (UNLEARNED, config.text_encoder))
     pipes = {encoder: load_pipeline("image", config.model_for("image"), device=config.device, progress=False,
                                     text_encoder=path) for encoder, path in encoders}  # fmt: skip
     # the attacker's images of each concept: the original model's, so that both encoders are attacked with the same
     # pictures of the concept (the unlearned pipeline's own would show the anchor instead)
-    shots = {target: attacker_shots(pipes[ORIGINAL], target, attack) for target in targets}
+    shots = {(target, d): attacker_shots(pipes[ORIGINAL], target, attack)
+             for target in targets for d, attack in enumerate(draws)}  # fmt: skip
     offsets = {}
     for encoder, pipe in pipes.items():
-        for target in tqdm(targets, desc=f"inverting ({encoder} encoder)", disable=not config.progress):
-            offsets[(encoder, target)] = invert_concept(pipe, pipe.text_encoder, target, shots[target], attack)[0]
-    out = {"budget": asdict(attack)}
+        for target, d in tqdm(shots, desc=f"inverting ({encoder} encoder)", disable=not config.progress):
+            offsets[(encoder, target, d)] = invert_concept(pipe, pipe.text_encoder, target, shots[(target, d)],
+                                                           draws[d])[0]  # fmt: skip
+    budget = {k: v for k, v in asdict(draws[0]).items() if k not in ("seed", "shot_seed")}
+    out = {"budget": {**budget, "draws": [{"seed": a.seed, "shot_seed": a.shot_seed} for a in draws]}}
     for kind, (_, prompts, seeds) in plans.items():
         figures = {}
         for encoder, path in encoders:
@@ -556,11 +571,11 @@ def embedding_attack_metrics(config: EvalConfig, suite: Suite, targets: list[str
                 )
             )
             pipe.set_progress_bar_config(disable=True)
-            rates = []
-            for target in targets:
+            rates = []  # one row per (target, draw, prompt): a draw's prompts are clusters of their own
+            for target, d in shots:
                 entry = suite.concepts[target]
                 with sampler(pipe, config.sampler):
-                    samples = generate_attacked(pipe, pipe.text_encoder, target, offsets[(encoder, target)],
+                    samples = generate_attacked(pipe, pipe.text_encoder, target, offsets[(encoder, target, d)],
                                                 [p for p in prompts[target] for _ in seeds],
                                                 seeds * len(prompts[target]), config.steps, config.guidance,
                                                 config.num_frames if kind != "image" else None)  # fmt: skip

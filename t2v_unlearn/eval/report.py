@@ -166,9 +166,20 @@ def _attacks(metrics: dict) -> str:
     budget = (attacks.get("embedding") or {}).get("budget")
     note = ""
     if budget:
-        images = (f"{budget.get('num_shots', 4)} images of the concept that the original model drew from seeds "
-                  f"{budget['shot_seed']} + 1000 i (never the erase's own shots)" if "shot_seed" in budget else
-                  "the pipeline's own 4 shots (an evaluation older than the attacker's own images)")  # fmt: skip
+        draws = budget.get("draws")
+        if draws:
+            seeds = ", ".join(str(d["shot_seed"]) for d in draws)
+            images = (
+                f"{budget.get('num_shots', 4)} images of the concept that the original model drew from seeds S + "
+                f"1000 i (never the erase's own shots), for each of {len(draws)} attackers (S = {seeds}), pooled"
+            )
+        elif "shot_seed" in budget:
+            images = (
+                f"{budget.get('num_shots', 4)} images of the concept that the original model drew from seeds "
+                f"{budget['shot_seed']} + 1000 i (never the erase's own shots)"
+            )
+        else:
+            images = "the pipeline's own 4 shots (an evaluation older than the attacker's own images)"
         note = (
             f"<p>The embedding attack: textual inversion of one token offset, {budget['steps']} steps at lr "
             f"{budget['lr']:g}, on {images}; the original encoder, attacked the same way, is the control.</p>"

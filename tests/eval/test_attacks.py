@@ -79,6 +79,7 @@ def test_the_attackers_shot_seeds_never_meet_the_erases():
     assert attack_shot_seed(500, {"seed": 4500, "num_shots": 4}) == 500  # 4500 + 1000 i: none of 500 + 1000 i, i < 4
     assert attack_shot_seed(500, {"seed": 500, "images": "my/photos"}) == 500  # the erase read its shots
     assert attack_shot_seed(500, None) == 500
+    assert attack_shot_seed(501, {"seed": 500, "num_shots": 4}, taken={501, 1501}) == 502  # another attacker's
     for erase_seed in range(0, 5000, 250):
         seed = attack_shot_seed(ATTACK_SHOT_SEED, {"seed": erase_seed, "num_shots": 6})
         assert not set(shot_seeds(seed, 4)) & set(shot_seeds(erase_seed, 6))

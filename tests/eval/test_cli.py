@@ -122,18 +122,23 @@ def test_the_embedding_attack_inverts_the_original_models_images_of_the_concept(
     out = tmp_path / "results"
     argv = ["--text-encoder", str(checkpoint), "--quick", "--steps", "2", "--kind", "image", "--suite", "tinyworld",
             "--detector", str(tiny_clip_dir), "--bootstrap-resamples", "50", "--no-progress", "--attacks", "embedding",
-            "--out", str(out)]  # fmt: skip
+            "--attack-draws", "2", "--out", str(out)]  # fmt: skip
     assert run_eval(_parse(argv)) == 0, capsys.readouterr().err
     original = manifest["base_fingerprint"]
-    ((drawn_by, seed, count),) = drawn  # one set of images for both encoders, drawn by the original
-    assert drawn_by == original and count == 4
-    assert not set(embedding_attack.shot_seeds(seed, 4)) & set(embedding_attack.shot_seeds(erase_seed, 4))
-    assert [fp == original for fp, _ in inverted] == [True, False]  # the control, then the unlearned encoder
-    assert np.array_equal(inverted[0][1], inverted[1][1])
+    assert len(drawn) == 2 and {by for by, _, _ in drawn} == {original}  # two attackers' images, by the original
+    seeds = [seed for _, seed, _ in drawn]
+    assert len(set(seeds)) == 2 and all(count == 4 for _, _, count in drawn)
+    for seed in seeds:
+        assert not set(embedding_attack.shot_seeds(seed, 4)) & set(embedding_attack.shot_seeds(erase_seed, 4))
+    # per encoder, one inversion per draw: the control's first, from the very images the unlearned one gets
+    assert [fp == original for fp, _ in inverted] == [True, True, False, False]
+    assert np.array_equal(inverted[0][1], inverted[2][1]) and not np.array_equal(inverted[0][1], inverted[1][1])
     attack = json.loads((out / "metrics.json").read_text())["attacks"]["embedding"]
-    assert attack["budget"]["shot_seed"] == seed and set(attack["image"]["leakage"]) == {"value", "low", "high", "n"}
+    assert [d["shot_seed"] for d in attack["budget"]["draws"]] == seeds
+    leakage = attack["image"]["leakage"]
+    assert set(leakage) == {"value", "low", "high", "n"} and leakage["n"] == 2 * 4 * 2  # draws x prompts x seeds
     report = (out / "report.html").read_text()
-    assert "<h2>Attacks</h2>" in report and f"from seeds {seed} + 1000 i" in report
+    assert "<h2>Attacks</h2>" in report and f"for each of 2 attackers (S = {seeds[0]}, {seeds[1]})" in report
 
 
 def test_interrupted_run_with_other_options_is_refused(checkpoint, tmp_path, capsys):
