@@ -2,10 +2,11 @@
 
     python benchmarks/embedding_attack.py CHECKPOINT [CHECKPOINT ...] --attack-seeds 0 1 2 [--control]
 
-`eval --attacks embedding` runs the attack once, at eval's seed: one draw of the attacker's 4 images (the original
-model's samples of the concept, from seeds the erase never drew) and of its 200 steps' noise. One erase can hold
-against one draw and give way to another. For each encoder checkpoint (from `t2v-unlearn erase`, one concept) and
-each attacker seed s, this runs the attack as `eval --seed s` runs it (`EmbeddingAttackConfig(seed=s)`, its images
+One draw of the attacker (its 4 images, the original model's samples of the concept from seeds the erase never
+drew, and its 200 steps' noise) decides much of what the attack recovers: one erase can hold against one draw and
+give way to another. `eval --attacks embedding` pools `--attack-draws` of them; this keeps each draw apart, and can
+draw contact sheets of what each brought back. For each encoder checkpoint (from `t2v-unlearn erase`, one concept)
+and each attacker seed s, this runs the attack as eval's draw s runs it (`EmbeddingAttackConfig(seed=s)`, its images
 from `attack_shot_seed(500 + s, ...)`), then samples the concept's first `--prompts` suite prompts with the inverted
 token at sampling seeds 0..`--seeds`-1 (eval's plan with `--seeds`) and reads each image with the suite's detector
 and label set, as eval does. With `--control`, the original encoder is attacked the same way (it must give way).
