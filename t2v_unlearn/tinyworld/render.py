@@ -110,8 +110,9 @@ SHAPES: dict[str, list[tuple[float, float]] | None] = {
 def blob_outline(rng: np.random.Generator, n: int = 72) -> list[tuple[float, float]]:
     """A shapeless blob: a closed curve whose radius wanders around 0.8 with two random low harmonics (the 2nd at
     0.12-0.22, the 3rd at 0.04-0.10, random phases): an egg or a bean, no circle, no polygon, no corner and no
-    heart's notch. The classifier learns it as "none" of the shapes: what a generator draws when its prompt names no
-    shape it can draw (docs/TINYWORLD.md)."""
+    heart's notch. With `--classifier-blob-share`, the classifier learns it as "none" of the shapes (tried in the
+    twelfth session and not shipped: it cost generated circles and did not teach the embedding attack's blobs;
+    docs/TINYWORLD.md)."""
     a2, a3 = rng.uniform(0.12, 0.22), rng.uniform(0.04, 0.10)
     p2, p3 = rng.uniform(0, 2 * math.pi, size=2)
     out = []
