@@ -124,6 +124,11 @@ def run(args: argparse.Namespace) -> int:
             m = metrics[kind]
             line = ", ".join(f"{k} {_short(m[k])}" for k in ("erasure", "retention", "harmonic_mean"))
             print(f"{kind}: {line}")
+    for family, entry in (metrics.get("attacks") or {}).items():  # the leak under each attack, beside the original's
+        for kind, figures in entry.items():
+            if isinstance(figures, dict) and "leakage" in figures:
+                print(f"attack {family}, {kind}: leakage {_short(figures['leakage'])} "
+                      f"(original model {_short(figures['original'])})")  # fmt: skip
     print(f"wrote {out / 'metrics.json'} and {out / 'report.html'}")
     return 0
 

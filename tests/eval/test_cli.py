@@ -124,6 +124,7 @@ def test_the_embedding_attack_inverts_the_original_models_images_of_the_concept(
             "--detector", str(tiny_clip_dir), "--bootstrap-resamples", "50", "--no-progress", "--attacks", "embedding",
             "--attack-draws", "2", "--out", str(out)]  # fmt: skip
     assert run_eval(_parse(argv)) == 0, capsys.readouterr().err
+    assert "attack embedding, image: leakage " in capsys.readouterr().out  # the summary says what the attack got
     original = manifest["base_fingerprint"]
     assert len(drawn) == 2 and {by for by, _, _ in drawn} == {original}  # two attackers' images, by the original
     seeds = [seed for _, seed, _ in drawn]
