@@ -6,8 +6,8 @@ One draw of the attacker (its 4 images, the original model's samples of the conc
 drew, and its 200 steps' noise) decides much of what the attack recovers: one erase can hold against one draw and
 give way to another. `eval --attacks embedding` pools `--attack-draws` of them; this keeps each draw apart, and can
 draw contact sheets of what each brought back. For each encoder checkpoint (from `t2v-unlearn erase`, one concept)
-and each attacker seed s, this runs the attack as eval's draw s runs it (`EmbeddingAttackConfig(seed=s)`, its images
-from `attack_shot_seed(500 + s, ...)`), then samples the concept's first `--prompts` suite prompts with the inverted
+and each attacker seed s, this runs the attack as eval's draw s runs it (`attacker_draws`: the same seeds give eval's
+draws with the same images), then samples the concept's first `--prompts` suite prompts with the inverted
 token at sampling seeds 0..`--seeds`-1 (eval's plan with `--seeds`) and reads each image with the suite's detector
 and label set, as eval does. With `--control`, the original encoder is attacked the same way (it must give way).
 Reports each seed's recovery and the pooled one with a Wilson interval over all images of all seeds (each image one
@@ -32,9 +32,8 @@ from t2v_unlearn.encoders import load_pipeline, read_manifest
 from t2v_unlearn.eval import metrics as M
 from t2v_unlearn.eval.detector import load_detector
 from t2v_unlearn.eval.embedding_attack import (
-    ATTACK_SHOT_SEED,
     EmbeddingAttackConfig,
-    attack_shot_seed,
+    attacker_draws,
     attacker_shots,
     generate_attacked,
     invert_concept,
@@ -140,9 +139,8 @@ def main():
         entry = {"concept": concept, "steps": manifest.steps, "prompts": prompts, "seeds": len(seeds), "runs": {}}
         for name, attacked in encoders.items():
             runs = []
-            for seed in args.attack_seeds:
-                attack = EmbeddingAttackConfig(seed=seed, steps=args.attack_steps)
-                attack.shot_seed = attack_shot_seed(ATTACK_SHOT_SEED + seed, manifest.config, attack.num_shots)
+            for attack in attacker_draws(args.attack_seeds, manifest.config, steps=args.attack_steps):
+                seed = attack.seed
                 start = time.perf_counter()
                 run = recovery(attacked, original, concept, attack, prompts, seeds, args.steps, detector, suite)
                 contact, samples, offset = run.pop("_sheet"), run.pop("_samples"), run.pop("_offset")

@@ -65,6 +65,18 @@ def attack_shot_seed(shot_seed: int, erase_config: dict | None, shots: int = 4, 
     return shot_seed
 
 
+def attacker_draws(seeds: list[int], erase_config: dict | None, **budget) -> list[EmbeddingAttackConfig]:
+    """One attack per seed s (its noise from s, its images from `ATTACK_SHOT_SEED + s` on), each drawing images that
+    neither the erase nor an earlier draw holds: eval's `--attack-draws` and benchmarks/embedding_attack.py."""
+    draws, taken = [], set()
+    for seed in seeds:
+        attack = EmbeddingAttackConfig(seed=seed, **budget)
+        attack.shot_seed = attack_shot_seed(ATTACK_SHOT_SEED + seed, erase_config, attack.num_shots, taken)
+        taken |= set(shot_seeds(attack.shot_seed, attack.num_shots))
+        draws.append(attack)
+    return draws
+
+
 def _spec(pipe, concept: str):
     return resolve_concepts([concept], None, conventions_for(pipe).prompts, variants=False)[0]
 

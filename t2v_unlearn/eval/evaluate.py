@@ -530,22 +530,10 @@ def embedding_attack_metrics(config: EvalConfig, suite: Suite, targets: list[str
     each draw's prompts clusters of their own: one draw's recovery varies too much to stand alone.
     """
     from ..encoders.checkpoint import load_pipeline
-    from .embedding_attack import (
-        ATTACK_SHOT_SEED,
-        EmbeddingAttackConfig,
-        attack_shot_seed,
-        attacker_shots,
-        generate_attacked,
-        invert_concept,
-        shot_seeds,
-    )
+    from .embedding_attack import attacker_draws, attacker_shots, generate_attacked, invert_concept
 
     erase_config = read_checkpoint_manifest(config.text_encoder).config
-    draws = [EmbeddingAttackConfig(seed=config.seed + d) for d in range(config.attack_draws)]
-    taken: set[int] = set()
-    for attack in draws:  # each draw: its own images of the concept, never the erase's nor another draw's
-        attack.shot_seed = attack_shot_seed(ATTACK_SHOT_SEED + attack.seed, erase_config, attack.num_shots, taken)
-        taken |= set(shot_seeds(attack.shot_seed, attack.num_shots))
+    draws = attacker_draws([config.seed + d for d in range(config.attack_draws)], erase_config)
     encoders = ((ORIGINAL, None), (UNLEARNED, config.text_encoder))
     pipes = {encoder: load_pipeline("image", config.model_for("image"), device=config.device, progress=False,
                                     text_encoder=path) for encoder, path in encoders}  # fmt: skip

@@ -173,11 +173,6 @@ def _attacks(metrics: dict) -> str:
                 f"{budget.get('num_shots', 4)} images of the concept that the original model drew from seeds S + "
                 f"1000 i (never the erase's own shots), for each of {len(draws)} attackers (S = {seeds}), pooled"
             )
-        elif "shot_seed" in budget:
-            images = (
-                f"{budget.get('num_shots', 4)} images of the concept that the original model drew from seeds "
-                f"{budget['shot_seed']} + 1000 i (never the erase's own shots)"
-            )
         else:
             images = "the pipeline's own 4 shots (an evaluation older than the attacker's own images)"
         note = (
