@@ -6,6 +6,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 import torch
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -213,3 +214,32 @@ def test_erase_seeds_pools_hits_over_erase_seeds_with_the_pooled_interval():
     one = pooled([2], [48])
     assert one["high"] - one["low"] > three["high"] - three["low"]
     assert pooled([0, 0], [48, 48])["value"] == 0.0 and pooled([0, 0], [48, 48])["high"] > 0
+
+
+def test_detector_floor_counts_only_the_images_whose_prompts_exclude_the_concept(tmp_path):
+    """detector_floor.py re-reads an evaluation's saved original samples: the floor `eval` writes (images whose prompts
+    exclude the concept) beside the earlier figure on every other image, for each detector given."""
+    import numpy as np
+
+    from t2v_unlearn.eval.runner import ORIGINAL, make_rows, save_sample
+    from t2v_unlearn.eval.suites import load_suite
+
+    floor = _benchmark("detector_floor")
+    suite = load_suite("tinyworld")
+    _, prompts, _ = suite.plan(["square"], quick=True)
+    rows = make_rows("image", "tinyworld", {ORIGINAL: None}, prompts, [0])
+    rng = np.random.default_rng(0)
+    for row in rows:
+        save_sample(rng.integers(0, 256, (1, 64, 64, 3), dtype=np.uint8), row.path(tmp_path))
+    result = floor.floors(tmp_path, "tinyworld", ["tinyworld"], 1, "tinyworld", full=False, targets=["square"])
+    tables = result["detectors"]["tinyworld"]
+    for concept in prompts:
+        excluding = sum(suite.excludes(row.prompt, row.concept, concept) for row in rows)
+        others = sum(row.concept != concept for row in rows)
+        assert tables["floor"][concept]["n"] == excluding <= others == tables["floor_every_other_image"][concept]["n"]
+    # the square's: the styles' open prompts ("something in solid style") are left out; a character's: nothing is
+    assert tables["floor"]["square"]["n"] < tables["floor_every_other_image"]["square"]["n"]
+    missing = rows[0].path(tmp_path)
+    missing.unlink()
+    with pytest.raises(SystemExit, match="missing"):
+        floor.floors(tmp_path, "tinyworld", ["tinyworld"], 1, "tinyworld", full=False, targets=["square"])

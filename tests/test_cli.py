@@ -31,7 +31,7 @@ def test_concepts_lists_the_taxonomy_tab_separated():
 
 
 def test_the_entry_point_freezes_what_the_libraries_built_and_collects_the_rest():
-    """`t2v-unlearn` (`t2v_unlearn.__main__:run`) loads the libraries with the cyclic collector off, freezes what they
+    """`t2v-unlearn` (`t2v_unlearn.__main__:run`, under `script`) loads the libraries with the cyclic collector off, freezes what they
     built and turns the collector back on; a program that imports `t2v_unlearn.commands` itself keeps its own."""
     script = ("import gc, sys; sys.argv = ['t2v-unlearn', 'concepts']; from t2v_unlearn.__main__ import run; "
               "code = run(); print(code, gc.isenabled(), gc.get_freeze_count())")  # fmt: skip
@@ -43,6 +43,22 @@ def test_the_entry_point_freezes_what_the_libraries_built_and_collects_the_rest(
     script = "import gc, t2v_unlearn.commands; print(gc.isenabled(), gc.get_freeze_count())"
     plain = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=ENV, check=True)
     assert plain.stdout.split() == ["True", "0"]
+
+
+def test_the_script_flushes_its_output_and_skips_the_teardown_only_after_a_finished_command():
+    """`t2v-unlearn` (`t2v_unlearn.__main__:script`) leaves without the interpreter's teardown (atexit handlers never
+    run) once the command returned, with its output flushed into a pipe and its exit code kept, refusals included;
+    argparse's exit leaves the ordinary way."""
+    script = ("import atexit, sys; atexit.register(print, 'teardown'); sys.argv = ['t2v-unlearn', *sys.argv[1:]]; "
+              "from t2v_unlearn.__main__ import script; script()")  # fmt: skip
+    done = subprocess.run([sys.executable, "-c", script, "concepts"], capture_output=True, text=True, env=ENV)
+    assert done.returncode == 0 and "id\tzorbo" in done.stdout and "teardown" not in done.stdout
+    refused = subprocess.run([sys.executable, "-c", script, "erase", "--concept", " "], capture_output=True,
+                             text=True, env=ENV)  # fmt: skip
+    assert refused.returncode == 2 and "concept name is empty" in refused.stderr and "teardown" not in refused.stdout
+    unknown = subprocess.run([sys.executable, "-c", script, "erase", "--no-such-flag"], capture_output=True,
+                             text=True, env=ENV)  # fmt: skip
+    assert unknown.returncode == 2 and "teardown" in unknown.stdout and "Traceback" not in unknown.stderr
 
 
 def test_erase_then_generate_with_the_checkpoint(tmp_path):

@@ -351,15 +351,16 @@ FEW_PROMPTS = 5
 def false_hit_floors(
     rows: list[Row], root: Path, detector, suite: Suite, concepts: list[str], frames_scored: int | None = None
 ) -> dict[str, dict]:
-    """Each concept's hit rate on the original model's samples of every other concept (docs/METHOD.md)."""
-    videos: dict[str, list[np.ndarray]] = {}
+    """Each concept's hit rate on the original model's samples of the other concepts whose prompts exclude it
+    (`Suite.excludes`; docs/METHOD.md)."""
+    videos: list[tuple[Row, np.ndarray]] = []
     for row in rows:
         if row.encoder == ORIGINAL and row.concept in concepts:
             sample = load_sample(row, root)
-            videos.setdefault(row.concept, []).append(sample[M.evenly_spaced_frames(len(sample), frames_scored)])
+            videos.append((row, sample[M.evenly_spaced_frames(len(sample), frames_scored)]))
     floors = {}
     for concept in concepts:
-        others = [v for other in concepts if other != concept for v in videos.get(other, [])]
+        others = [v for row, v in videos if suite.excludes(row.prompt, row.concept, concept)]
         entry = suite.concepts[concept]
         if not others:
             floors[concept] = M.false_hit_floor(np.zeros(0))

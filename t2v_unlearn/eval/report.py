@@ -204,8 +204,10 @@ def _floor_table(kind_metrics: dict) -> str:
         return ""
     cells = "".join(f"<tr><td class=l>{html.escape(c)}</td><td>{format_estimate(e)} <small>n={e.get('n', 0)}</small>"
                     "</td></tr>" for c, e in floor.items())  # fmt: skip
-    return ("<p>False-hit floor: each concept's hit rate on the original model's samples of the other concepts. "
-            "An unlearned rate at or below it is no evidence of the concept.</p><table><tr><th class=l>concept"
+    return ("<p>False-hit floor: each concept's hit rate on the original model's samples that should not show it "
+            "(prompts of another concept of its category, or naming one; prompts that leave its category open, such "
+            "as a style on no named shape, are left out). An unlearned rate at or below it is no evidence of the "
+            "concept.</p><table><tr><th class=l>concept"
             "</th><th>floor</th></tr>" + cells + "</table>")  # fmt: skip
 
 

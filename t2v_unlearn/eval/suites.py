@@ -19,6 +19,7 @@ Layout of a suite file:
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -77,6 +78,33 @@ class Suite:
     path: Path | None = None
     video_prompts: int | None = None  # the full plan's videos: prompts per concept (None: all)
     video_seeds: tuple[int, ...] | None = None  # and seeds (None: `seeds`)
+    # category -> the other categories its images show even where the prompt names none of them (TinyWorld: a shape
+    # is always drawn in some style, a style always on some shape); None: every other category (the safe default)
+    unnamed_parts: dict[str, tuple[str, ...]] | None = None
+
+    def names(self, prompt: str, concept: SuiteConcept) -> bool:
+        """Whether a prompt names a concept: its name or a synonym, as whole words, in any case."""
+        words = f" {' '.join(re.findall(r'[a-z0-9]+', prompt.lower()))} "
+        return any(f" {' '.join(re.findall(r'[a-z0-9]+', n.lower()))} " in words for n in (concept.name, *concept.synonyms))
+
+    def excludes(self, prompt: str, prompted: str, concept: str) -> bool:
+        """Whether an image drawn for `prompt` (a prompt of the concept `prompted`) should not show `concept`: the
+        false-hit floor counts only such images (docs/METHOD.md). It should not when the prompt does not name the
+        concept and asks for another concept of its category, either as what it is about (a prompt of a circle, for
+        the square's floor) or by naming one (a circle in solid style). A prompt that leaves the category open is
+        no evidence: something in solid style is drawn on some shape, which may be a square, and a square is drawn
+        in some style. Images of a category the suite says never shows the concept's unnamed count as well (a
+        TinyWorld character is drawn with no shape and no style)."""
+        entry, of = self.concepts[concept], self.concepts[prompted]
+        if prompted == concept or self.names(prompt, entry):
+            return False
+        if of.category == entry.category:
+            return True
+        unnamed = self.unnamed_parts
+        if unnamed is not None and entry.category not in unnamed.get(of.category, ()):
+            return True
+        return any(self.names(prompt, other) for other in self.concepts.values()
+                   if other.category == entry.category and other.name != concept)  # fmt: skip
 
     def concept(self, name: str) -> SuiteConcept:
         """Look a concept up by its name or a synonym (case-insensitive)."""
@@ -221,6 +249,15 @@ def parse_suite(data: dict, where: str = "<dict>") -> Suite:
         wrong += [r for r in concept.retained_other_categories if concepts[r].category == concept.category]
         if wrong:
             raise _fail(where, f"concepts[{concept.name!r}] puts {wrong} in the wrong retained group (by category)")
+    unnamed = data.get("unnamed_parts")
+    if unnamed is not None:
+        if not isinstance(unnamed, dict) or any(
+            k not in templates or not isinstance(v, list) or any(c not in templates or c == k for c in v)
+            for k, v in unnamed.items()
+        ):
+            raise _fail(where, f"'unnamed_parts' must map a category to a list of other categories of "
+                               f"{sorted(templates)}, got {unnamed!r}")  # fmt: skip
+        unnamed = {k: tuple(v) for k, v in unnamed.items()}
     return Suite(
         name=str(data["name"]),
         model=str(data["model"]),
@@ -231,6 +268,7 @@ def parse_suite(data: dict, where: str = "<dict>") -> Suite:
         quick=quick_settings,
         video_prompts=video_prompts,
         video_seeds=video_seeds,
+        unnamed_parts=unnamed,
     )
 
 
@@ -310,6 +348,8 @@ def build_tinyworld_suite(
         # suite fits in 30 minutes on 2 CPU cores (4 prompts measured 33 min: docs/BENCHMARKS.md, "Evaluate")
         "video": {"prompts": 3, "seeds": [0, 1]},
         "detector_templates": {k: list(v) for k, v in taxonomy.detector_templates.items()},
+        # a shape is always drawn in some style and a style on some shape; a character alone, with neither
+        "unnamed_parts": {"object": ["style"], "style": ["object"], "id": []},
         "concepts": concepts,
     }
 

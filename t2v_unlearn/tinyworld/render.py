@@ -123,6 +123,32 @@ def blob_outline(rng: np.random.Generator, n: int = 72) -> list[tuple[float, flo
     return out
 
 
+def lumpy_outline(rng: np.random.Generator, n: int = 96, exponents: tuple[float, float] = (2.6, 4.0)
+                  ) -> list[tuple[float, float]]:  # fmt: skip
+    """A lumpy blob, as the image model draws when it is asked for no shape in particular ("something in dotted
+    style") or when an attack pulls it between shapes: a base between a circle and a rounded square (a superellipse
+    whose exponent is drawn from `exponents`; 2 is a circle), stretched up to 1.3:1 and turned, whose radius wavers
+    by 12-22% with the 3rd to 8th harmonics (random weights and phases). Wavier than any shape the world draws.
+    `blob_outline`'s smooth eggs were too close to a circle, and so were lumpy blobs on a circle's base: exponents
+    2-3.5 cost generated circles (docs/BENCHMARKS.md, thirteenth session)."""
+    exponent, aspect, turn = rng.uniform(*exponents), rng.uniform(0.77, 1.3), rng.uniform(0, 2 * math.pi)
+    harmonics = np.arange(3, 9)
+    weights = rng.uniform(0, 1, len(harmonics)) / np.sqrt(harmonics)
+    phases = rng.uniform(0, 2 * math.pi, len(harmonics))
+    angles = 2 * math.pi * np.arange(n) / n
+    waver = (weights[:, None] * np.cos(harmonics[:, None] * angles[None] + phases[:, None])).sum(0)
+    waver *= rng.uniform(0.12, 0.22) / max(np.abs(waver).max(), 1e-9)
+    cos, sin = np.cos(angles), np.sin(angles)
+    radius = (np.abs(cos) ** exponent + np.abs(sin) ** exponent) ** (-1 / exponent) * (1 + waver)
+    x, y = radius * cos * math.sqrt(aspect), radius * sin / math.sqrt(aspect)
+    x, y = x * math.cos(turn) - y * math.sin(turn), x * math.sin(turn) + y * math.cos(turn)
+    scale = 0.85 / max(np.abs(x).max(), np.abs(y).max())  # as wide as the shapes at most
+    return [(float(a * scale), float(b * scale)) for a, b in zip(x, y, strict=True)]
+
+
+BLOB_KINDS = {"egg": blob_outline, "lumpy": lumpy_outline}
+
+
 def _to_px(points, cx, cy, r):
     return [(cx + px * r, cy + py * r) for px, py in points]
 

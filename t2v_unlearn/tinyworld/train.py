@@ -88,17 +88,17 @@ def evaluator_batch(seed: int, batch_size: int, attribute_share: float = 0.8):
 
 
 def classifier_batch(seed: int, batch_size: int, blank_share: float = 0.06, pair_share: float = 0.0,
-                     blob_share: float = 0.0):  # fmt: skip
+                     blob_share: float = 0.0, blob_kind: str = "egg"):  # fmt: skip
     """Rendered images in [-1, 1] (B, 3, H, W) and their class index per head (TinyWorldClassifier's heads).
 
     Half are frames of moving scenes (anywhere along their path); a few are blank backgrounds, "none" for every
     head. A character's colour head is its body colour; its object and style heads are "none". With `blob_share`,
-    that share of the shape scenes draw a shapeless blob (`render.blob_outline`) in the scene's style and colour
+    that share of the shape scenes draw a shapeless blob (`render.BLOB_KINDS[blob_kind]`) in the scene's style and colour
     instead of their shape: "none" for the object head, the style and colour for theirs. At 0 (the default) no
     random number is drawn for it, so batches are what they were before blobs existed.
     """
     from .classifier import NONE, head_classes
-    from .render import CHARACTER_COLOURS, blob_outline
+    from .render import BLOB_KINDS, CHARACTER_COLOURS
 
     rng = np.random.default_rng(seed)
     taxonomy = load_taxonomy()
@@ -116,7 +116,7 @@ def classifier_batch(seed: int, batch_size: int, blank_share: float = 0.06, pair
             else:
                 scene = sample_scene(rng, id_share=0.4, pair_share=pair_share)
             blob = blob_share and scene.category == "object" and scene.companion is None and rng.random() < blob_share
-            images.append(render(scene, outline=blob_outline(rng) if blob else None)[0])
+            images.append(render(scene, outline=BLOB_KINDS[blob_kind](rng) if blob else None)[0])
             labels = {head: value or NONE for head, value in scene.labels().items()}
             if blob:
                 labels["object"] = NONE
@@ -408,6 +408,7 @@ def stage_classifier(args, tokenizer, record):
             args.classifier_batch_size,
             pair_share=args.pair_share,
             blob_share=args.classifier_blob_share,
+            blob_kind=args.classifier_blob_kind,
         )
         pixels = pixels.to(args.device)
         through_vae = torch.rand(len(pixels), generator=generator) < 0.5
@@ -991,6 +992,11 @@ class TrainConfig:
     classifier_blob_share: float = field(
         default=0.0, metadata={"help": "share of shape scenes drawn as shapeless blobs, 'none' for the object head"}
     )
+    classifier_blob_kind: str = field(
+        default="egg",
+        metadata={"help": "the blobs: 'egg' (smooth eggs and beans, render.blob_outline) or 'lumpy' (wavering blobs "
+                          "between a circle and a rounded square, render.lumpy_outline)"},
+    )  # fmt: skip
     vae_steps: int = field(default=1500, metadata={"help": "steps of the VAE stage"})
     image_steps: int = field(default=2500, metadata={"help": "steps of the image stage (text encoder + UNet)"})
     video_steps: int = field(
@@ -1082,7 +1088,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--stages", default=",".join(STAGES), help=f"comma-separated subset of {STAGES}")
     parser.add_argument("--threads", type=int, default=None, help="CPU threads (default: torch's choice)")
     parser.add_argument("--config", help="a training.json: its recorded configuration becomes the defaults")
-    add_config_arguments(parser, TrainConfig, choices={"language": sorted(LANGUAGES)})
+    add_config_arguments(parser, TrainConfig, choices={"language": sorted(LANGUAGES), "classifier_blob_kind": ("egg", "lumpy")})
     args = parser.parse_args(argv)
     recorded = None
     if args.config:

@@ -68,12 +68,37 @@ def data():
         (lambda d: d["video"].update(seeds=[]), "'video' needs at least one prompt"),
         (lambda d: d["concepts"]["zorbo"].update(attacks=["a robot"]), "attacks must be an object"),
         (lambda d: d["concepts"]["zorbo"].update(attacks={"descriptions": []}), "must not be empty"),
+        (lambda d: d.update(unnamed_parts={"object": ["object"]}), "'unnamed_parts' must map"),
+        (lambda d: d.update(unnamed_parts={"person": []}), "'unnamed_parts' must map"),
     ],
 )
 def test_invalid_suites_are_refused_with_a_clear_error(data, edit, message):
     edit(data)
     with pytest.raises(SuiteError, match=message):
         parse_suite(data, where="test.json")
+
+
+def test_the_floor_counts_only_images_whose_prompts_exclude_the_concept(data):
+    """A false hit is the concept read on an image that should not show it. Prompts of another concept of the same
+    category, or naming one, exclude it; prompts that leave its category open (a style on no named shape, a shape in
+    no named style) do not; a TinyWorld character is drawn with no shape and no style."""
+    suite = parse_suite(data)
+    excludes = suite.excludes
+    assert excludes("a picture of a circle", "circle", "square")  # another shape
+    assert excludes("a circle in solid style", "solid", "square")  # a style's prompt that names another shape
+    assert not excludes("something in solid style", "solid", "square")  # some shape: it may be a square
+    assert not excludes("a square in solid style", "solid", "square")  # names it
+    assert not excludes("a picture of a square", "square", "striped")  # some style: it may be striped
+    assert excludes("something in dotted style", "dotted", "striped")  # another style
+    assert excludes("a picture of zorbo", "zorbo", "square") and excludes("zorbo", "zorbo", "striped")
+    assert not excludes("a picture of zorby", "zorbo", "zorbo")  # a synonym names it
+    assert not excludes("A picture of a Square.", "square", "square")
+    # a suite that does not say what its images show unnamed: only the same category's, or a named other
+    del data["unnamed_parts"]
+    cautious = parse_suite(data)
+    assert not cautious.excludes("a picture of zorbo", "zorbo", "square")
+    assert cautious.excludes("zorbo beside a circle", "zorbo", "square")
+    assert cautious.excludes("a picture of plimka", "plimka", "zorbo")
 
 
 def test_load_suite_errors_name_the_file(tmp_path):

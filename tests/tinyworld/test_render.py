@@ -149,19 +149,24 @@ def test_a_pair_shows_a_character_beside_a_shape_and_says_both():
     assert sample_scene(np.random.default_rng(9), video=True, pair_share=1.0).companion is None  # videos: one thing
 
 
-def test_a_blob_is_drawn_in_the_scenes_style_with_no_corner_and_is_no_shape_for_the_classifier():
+@pytest.mark.parametrize("kind", ["egg", "lumpy"])
+def test_a_blob_is_drawn_in_the_scenes_style_with_no_corner_and_is_no_shape_for_the_classifier(kind):
     from t2v_unlearn.tinyworld.classifier import NONE, head_classes
-    from t2v_unlearn.tinyworld.render import blob_outline
+    from t2v_unlearn.tinyworld.render import BLOB_KINDS
     from t2v_unlearn.tinyworld.train import classifier_batch
 
-    outline = blob_outline(np.random.default_rng(0))
-    radii = np.hypot(*np.array(outline).T)
-    assert radii.max() / radii.min() > 1.2  # not a circle
+    outline = BLOB_KINDS[kind](np.random.default_rng(0))
+    points = np.array(outline)
+    radii = np.hypot(*points.T)
+    assert radii.max() / radii.min() > 1.2 and np.abs(points).max() <= 1.0  # not a circle; no larger than a shape
+    if kind == "lumpy":  # it wavers: the radius turns from growing to shrinking more often than a square's (8 times)
+        turns = np.sign(np.diff(np.r_[radii, radii[:1]]))
+        assert (turns != np.roll(turns, 1)).sum() > 8
     scene = Scene("object", "square", "gray", colour="red", style="solid", size=0.7)
     square, blob = render(scene)[0], render(scene, outline=outline)[0]
     assert not np.array_equal(square, blob) and np.abs(blob[32, 32].astype(int) - (220, 40, 40)).max() < 80
     # every shape scene a blob: the object head says none, the style head what was drawn
-    _, with_blobs = classifier_batch(5, 32, blob_share=1.0)
+    _, with_blobs = classifier_batch(5, 32, blob_share=1.0, blob_kind=kind)
     classes = head_classes()
     assert {classes["object"][t] for t in with_blobs["object"].tolist()} == {NONE}
     assert {classes["style"][t] for t in with_blobs["style"].tolist()} - {NONE}  # shape scenes were drawn, as blobs
