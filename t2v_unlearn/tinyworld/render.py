@@ -123,12 +123,12 @@ def blob_outline(rng: np.random.Generator, n: int = 72) -> list[tuple[float, flo
     return out
 
 
-def lumpy_outline(rng: np.random.Generator, n: int = 96, exponents: tuple[float, float] = (2.6, 4.0)
-                  ) -> list[tuple[float, float]]:  # fmt: skip
+def lumpy_outline(rng: np.random.Generator, n: int = 96, exponents: tuple[float, float] = (2.6, 4.0),
+                  amount: tuple[float, float] = (0.12, 0.22)) -> list[tuple[float, float]]:  # fmt: skip
     """A lumpy blob, as the image model draws when it is asked for no shape in particular ("something in dotted
     style") or when an attack pulls it between shapes: a base between a circle and a rounded square (a superellipse
     whose exponent is drawn from `exponents`; 2 is a circle), stretched up to 1.3:1 and turned, whose radius wavers
-    by 12-22% with the 3rd to 8th harmonics (random weights and phases). Wavier than any shape the world draws.
+    by a share drawn from `amount` (12-22%) with the 3rd to 8th harmonics (random weights and phases). Wavier than any shape the world draws.
     `blob_outline`'s smooth eggs were too close to a circle, and so were lumpy blobs on a circle's base: exponents
     2-3.5 cost generated circles (docs/BENCHMARKS.md, thirteenth session)."""
     exponent, aspect, turn = rng.uniform(*exponents), rng.uniform(0.77, 1.3), rng.uniform(0, 2 * math.pi)
@@ -137,7 +137,7 @@ def lumpy_outline(rng: np.random.Generator, n: int = 96, exponents: tuple[float,
     phases = rng.uniform(0, 2 * math.pi, len(harmonics))
     angles = 2 * math.pi * np.arange(n) / n
     waver = (weights[:, None] * np.cos(harmonics[:, None] * angles[None] + phases[:, None])).sum(0)
-    waver *= rng.uniform(0.12, 0.22) / max(np.abs(waver).max(), 1e-9)
+    waver *= rng.uniform(*amount) / max(np.abs(waver).max(), 1e-9)
     cos, sin = np.cos(angles), np.sin(angles)
     radius = (np.abs(cos) ** exponent + np.abs(sin) ** exponent) ** (-1 / exponent) * (1 + waver)
     x, y = radius * cos * math.sqrt(aspect), radius * sin / math.sqrt(aspect)
@@ -147,6 +147,33 @@ def lumpy_outline(rng: np.random.Generator, n: int = 96, exponents: tuple[float,
 
 
 BLOB_KINDS = {"egg": blob_outline, "lumpy": lumpy_outline}
+
+
+def wavering_shape(shape: str, rng: np.random.Generator, amount: tuple[float, float] = (0.03, 0.10),
+                   n: int = 96) -> list[tuple[float, float]]:  # fmt: skip
+    """A shape's outline drawn by an unsteady hand, as the image model draws it: the outline sampled at `n` points
+    along its edges (a circle at `n` angles), each moved out or in along its radius by up to `amount` (drawn per
+    shape; the 3rd to 8th harmonics, random weights and phases). Still the shape: with `--classifier-waver-share` the
+    classifier learns it under the shape's own label, beside lumpier blobs learnt as no shape."""
+    points = SHAPES[shape]
+    if points is None:  # the circle, drawn as an ellipse of radius 0.9
+        angles = 2 * math.pi * np.arange(n) / n
+        outline = np.stack([0.9 * np.cos(angles), 0.9 * np.sin(angles)], 1)
+    else:  # points spread along the edges in proportion to their lengths
+        corners = np.array(points + points[:1], dtype=float)
+        lengths = np.hypot(*np.diff(corners, axis=0).T)
+        where = np.linspace(0, lengths.sum(), n, endpoint=False)
+        edge = np.searchsorted(np.cumsum(lengths), where, side="right")
+        start = np.concatenate([[0], np.cumsum(lengths)])[edge]
+        share = ((where - start) / lengths[edge])[:, None]
+        outline = corners[edge] * (1 - share) + corners[edge + 1] * share
+    harmonics = np.arange(3, 9)
+    weights = rng.uniform(0, 1, len(harmonics)) / np.sqrt(harmonics)
+    phases = rng.uniform(0, 2 * math.pi, len(harmonics))
+    angles = np.arctan2(outline[:, 1], outline[:, 0])
+    waver = (weights[:, None] * np.cos(harmonics[:, None] * angles[None] + phases[:, None])).sum(0)
+    waver *= rng.uniform(*amount) / max(np.abs(waver).max(), 1e-9)
+    return [(float(x), float(y)) for x, y in outline * (1 + waver[:, None])]
 
 
 def _to_px(points, cx, cy, r):

@@ -88,17 +88,20 @@ def evaluator_batch(seed: int, batch_size: int, attribute_share: float = 0.8):
 
 
 def classifier_batch(seed: int, batch_size: int, blank_share: float = 0.06, pair_share: float = 0.0,
-                     blob_share: float = 0.0, blob_kind: str = "egg"):  # fmt: skip
+                     blob_share: float = 0.0, blob_kind: str = "egg", waver_share: float = 0.0,
+                     blob_waver: tuple[float, float] = (0.12, 0.22)):  # fmt: skip
     """Rendered images in [-1, 1] (B, 3, H, W) and their class index per head (TinyWorldClassifier's heads).
 
     Half are frames of moving scenes (anywhere along their path); a few are blank backgrounds, "none" for every
     head. A character's colour head is its body colour; its object and style heads are "none". With `blob_share`,
-    that share of the shape scenes draw a shapeless blob (`render.BLOB_KINDS[blob_kind]`) in the scene's style and colour
+    that share of the shape scenes draw a shapeless blob (`render.blob_outline`) in the scene's style and colour
     instead of their shape: "none" for the object head, the style and colour for theirs. At 0 (the default) no
-    random number is drawn for it, so batches are what they were before blobs existed.
+    random number is drawn for it, so batches are what they were before blobs existed. `blob_kind` 'lumpy' draws
+    `render.lumpy_outline` blobs wavering by `blob_waver` instead of eggs. With `waver_share`, that
+    share of the other shape scenes draw their shape by an unsteady hand (`render.wavering_shape`), under its label.
     """
     from .classifier import NONE, head_classes
-    from .render import BLOB_KINDS, CHARACTER_COLOURS
+    from .render import CHARACTER_COLOURS, blob_outline, lumpy_outline, wavering_shape
 
     rng = np.random.default_rng(seed)
     taxonomy = load_taxonomy()
@@ -116,7 +119,13 @@ def classifier_batch(seed: int, batch_size: int, blank_share: float = 0.06, pair
             else:
                 scene = sample_scene(rng, id_share=0.4, pair_share=pair_share)
             blob = blob_share and scene.category == "object" and scene.companion is None and rng.random() < blob_share
-            images.append(render(scene, outline=BLOB_KINDS[blob_kind](rng) if blob else None)[0])
+            single_shape = scene.category == "object" and scene.companion is None
+            waver = waver_share and single_shape and not blob and rng.random() < waver_share
+            if blob:
+                outline = lumpy_outline(rng, amount=blob_waver) if blob_kind == "lumpy" else blob_outline(rng)
+            else:
+                outline = wavering_shape(scene.subject, rng) if waver else None
+            images.append(render(scene, outline=outline)[0])
             labels = {head: value or NONE for head, value in scene.labels().items()}
             if blob:
                 labels["object"] = NONE
@@ -409,6 +418,8 @@ def stage_classifier(args, tokenizer, record):
             pair_share=args.pair_share,
             blob_share=args.classifier_blob_share,
             blob_kind=args.classifier_blob_kind,
+            waver_share=args.classifier_waver_share,
+            blob_waver=tuple(args.classifier_blob_waver),
         )
         pixels = pixels.to(args.device)
         through_vae = torch.rand(len(pixels), generator=generator) < 0.5
@@ -992,6 +1003,15 @@ class TrainConfig:
     classifier_blob_share: float = field(
         default=0.0, metadata={"help": "share of shape scenes drawn as shapeless blobs, 'none' for the object head"}
     )
+    classifier_blob_waver: tuple[float, float] = field(
+        default=(0.12, 0.22),
+        metadata={"help": "lumpy blobs: the least and the most their radius wavers, as a share"},
+    )  # fmt: skip
+    classifier_waver_share: float = field(
+        default=0.0,
+        metadata={"help": "share of the other shape scenes drawn by an unsteady hand (render.wavering_shape), under "
+                          "their shape's label"},
+    )  # fmt: skip
     classifier_blob_kind: str = field(
         default="egg",
         metadata={"help": "the blobs: 'egg' (smooth eggs and beans, render.blob_outline) or 'lumpy' (wavering blobs "

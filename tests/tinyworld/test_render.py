@@ -171,3 +171,29 @@ def test_a_blob_is_drawn_in_the_scenes_style_with_no_corner_and_is_no_shape_for_
     assert {classes["object"][t] for t in with_blobs["object"].tolist()} == {NONE}
     assert {classes["style"][t] for t in with_blobs["style"].tolist()} - {NONE}  # shape scenes were drawn, as blobs
     assert bool((classifier_batch(5, 8, blob_share=0.0)[0] == classifier_batch(5, 8)[0]).all())  # no draw at 0
+
+
+def test_a_wavering_shape_keeps_its_outline_within_its_amount_and_its_label_for_the_classifier():
+    from t2v_unlearn.tinyworld.classifier import NONE, head_classes
+    from t2v_unlearn.tinyworld.render import SHAPES, wavering_shape
+    from t2v_unlearn.tinyworld.train import classifier_batch
+
+    rng = np.random.default_rng(0)
+    for shape in SHAPES:
+        steady = np.array(wavering_shape(shape, np.random.default_rng(1), amount=(0.0, 0.0)))
+        shaky = np.array(wavering_shape(shape, np.random.default_rng(1), amount=(0.05, 0.05)))
+        change = np.hypot(*shaky.T) / np.hypot(*steady.T) - 1
+        assert len(shaky) == 96 and abs(np.abs(change).max() - 0.05) < 1e-9  # moved along its radius, by its amount
+        assert not np.allclose(change, change[0])  # unevenly: it wavers
+        assert len(wavering_shape(shape, rng, n=40)) == 40
+    circle = np.array(wavering_shape("circle", rng, amount=(0.0, 0.0)))
+    assert np.allclose(np.hypot(*circle.T), 0.9)  # the circle as it is drawn, radius 0.9
+    square = np.array(wavering_shape("square", rng, amount=(0.0, 0.0)))
+    assert np.allclose(np.abs(square).max(1), 0.8)  # every point on the square's edges
+    # every single shape wavering: the object head still says the shape wherever a shape was drawn (a styled scene)
+    pixels, targets = classifier_batch(5, 32, waver_share=1.0)
+    classes = head_classes()
+    shapes = [classes["object"][t] for t in targets["object"].tolist()]
+    styled = [classes["style"][t] != NONE for t in targets["style"].tolist()]
+    assert [shape != NONE for shape in shapes] == styled and sum(styled) >= 8
+    assert not bool((pixels == classifier_batch(5, 32)[0]).all())  # drawn otherwise than steadily
