@@ -6,11 +6,14 @@
 The floor (docs/METHOD.md; the instrument issue's target: at most 3% per concept) is how often the detector says a
 concept on the original model's images whose prompts exclude it (`Suite.excludes`): what `t2v-unlearn eval` writes
 under `image.floor`. Beside it, the earlier definition: on every other concept's images, open prompts included
-("something in solid style" may be drawn on a square). This re-reads the image samples an evaluation left in its work folder (`erase_efficacy.py`'s
+("something in solid style" may be drawn on a square).
+
+This re-reads the image samples an evaluation left in its work folder (`erase_efficacy.py`'s
 `samples-SAMPLER-STEPS`, or an `eval --work` folder) and scores them with each detector given, so that a detector
-is compared with another on the very same images. Nothing is generated: every sample of the suite's full plan must
-be there (`--seeds` of them per prompt of the `--quick` plan, or of the full plan with `--full`). The output also lists, per concept and detector, the prompts whose images
-were read as the concept, so that a person can look at them.
+is compared with another on the very same images. Nothing is generated: every sample of the plan must be there
+(`--seeds` of them per prompt of the `--quick` plan of `--targets`, or of the full plan with `--full`). The output
+also lists, per concept and detector, the prompts whose images were read as the concept, so that a person can look
+at them.
 """
 
 from __future__ import annotations
@@ -43,7 +46,8 @@ def floors(samples: Path, suite_name: str, detectors: list[str], seeds: int, mod
     missing = [row for row in rows if not row.path(samples).is_file()]
     if missing:
         raise SystemExit(f"{len(missing)} of {len(rows)} samples are missing under {samples} (first: "
-                         f"{missing[0].path(samples)}); pass the work folder of an evaluation with --seeds {seeds}")  # fmt: skip
+                         f"{missing[0].path(samples)}); pass the work folder of an evaluation of --targets with "
+                         f"--seeds {seeds}")  # fmt: skip
     images = {row: load_sample(row, samples) for row in rows}
     out = {}
     for name in detectors:
@@ -79,7 +83,8 @@ def main():
     parser.add_argument("--detector", nargs="+", default=["tinyworld"], help="detectors to compare (names or folders)")
     parser.add_argument("--seeds", type=int, default=20, help="seeds per prompt the evaluation sampled")
     parser.add_argument("--targets", nargs="+", required=True, help="the concepts the evaluation erased (its plan)")
-    parser.add_argument("--full", action="store_true", help="the suite's full plan (default: the --quick plan's prompts)")
+    parser.add_argument("--full", action="store_true",
+                        help="the suite's full plan (default: the --quick plan's prompts)")  # fmt: skip
     parser.add_argument("--suite", default="tinyworld")
     parser.add_argument("--model", default="tinyworld", help="the model the samples came from (as the rows name it)")
     parser.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "detector_floor.json"))

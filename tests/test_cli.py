@@ -31,8 +31,9 @@ def test_concepts_lists_the_taxonomy_tab_separated():
 
 
 def test_the_entry_point_freezes_what_the_libraries_built_and_collects_the_rest():
-    """`t2v-unlearn` (`t2v_unlearn.__main__:run`, under `script`) loads the libraries with the cyclic collector off, freezes what they
-    built and turns the collector back on; a program that imports `t2v_unlearn.commands` itself keeps its own."""
+    """`t2v-unlearn` (`t2v_unlearn.__main__:run`, under `script`) loads the libraries with the cyclic collector off,
+    freezes what they built and turns the collector back on; a program that imports `t2v_unlearn.commands` itself
+    keeps its own."""
     script = ("import gc, sys; sys.argv = ['t2v-unlearn', 'concepts']; from t2v_unlearn.__main__ import run; "
               "code = run(); print(code, gc.isenabled(), gc.get_freeze_count())")  # fmt: skip
     lines = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=ENV,

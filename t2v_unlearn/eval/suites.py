@@ -84,8 +84,10 @@ class Suite:
 
     def names(self, prompt: str, concept: SuiteConcept) -> bool:
         """Whether a prompt names a concept: its name or a synonym, as whole words, in any case."""
-        words = f" {' '.join(re.findall(r'[a-z0-9]+', prompt.lower()))} "
-        return any(f" {' '.join(re.findall(r'[a-z0-9]+', n.lower()))} " in words for n in (concept.name, *concept.synonyms))
+        def words(text: str) -> str:
+            return f" {' '.join(re.findall(r'[a-z0-9]+', text.lower()))} "
+
+        return any(words(name) in words(prompt) for name in (concept.name, *concept.synonyms))
 
     def excludes(self, prompt: str, prompted: str, concept: str) -> bool:
         """Whether an image drawn for `prompt` (a prompt of the concept `prompted`) should not show `concept`: the

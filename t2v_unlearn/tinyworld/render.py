@@ -128,7 +128,8 @@ def lumpy_outline(rng: np.random.Generator, n: int = 96, exponents: tuple[float,
     """A lumpy blob, as the image model draws when it is asked for no shape in particular ("something in dotted
     style") or when an attack pulls it between shapes: a base between a circle and a rounded square (a superellipse
     whose exponent is drawn from `exponents`; 2 is a circle), stretched up to 1.3:1 and turned, whose radius wavers
-    by a share drawn from `amount` (12-22%) with the 3rd to 8th harmonics (random weights and phases). Wavier than any shape the world draws.
+    by a share drawn from `amount` (12-22%) with the 3rd to 8th harmonics (random weights and phases): wavier than
+    any shape the world draws.
     `blob_outline`'s smooth eggs were too close to a circle, and so were lumpy blobs on a circle's base: exponents
     2-3.5 cost generated circles (docs/BENCHMARKS.md, thirteenth session)."""
     exponent, aspect, turn = rng.uniform(*exponents), rng.uniform(0.77, 1.3), rng.uniform(0, 2 * math.pi)

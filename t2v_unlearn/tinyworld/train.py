@@ -1108,7 +1108,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--stages", default=",".join(STAGES), help=f"comma-separated subset of {STAGES}")
     parser.add_argument("--threads", type=int, default=None, help="CPU threads (default: torch's choice)")
     parser.add_argument("--config", help="a training.json: its recorded configuration becomes the defaults")
-    add_config_arguments(parser, TrainConfig, choices={"language": sorted(LANGUAGES), "classifier_blob_kind": ("egg", "lumpy")})
+    choices = {"language": sorted(LANGUAGES), "classifier_blob_kind": ("egg", "lumpy")}
+    add_config_arguments(parser, TrainConfig, choices=choices)
     args = parser.parse_args(argv)
     recorded = None
     if args.config:

@@ -53,8 +53,9 @@ def test_classifier_fine_tuning_starts_from_the_given_weights_and_learns_blobs(t
     shutil.copytree(tinyworld_path("image") / "vae", tmp_path / "vae" / "final")  # the stage reads the VAE here
     main(["--work", str(tmp_path), "--stages", "classifier", "--classifier-steps", "2", "--device", "cpu",
           "--classifier-init", str(tinyworld_path("classifier")), "--classifier-lr", "1e-4",
-          "--classifier-blob-share", "0.5", "--classifier-blob-kind", "lumpy", "--classifier-blob-waver", "0.2", "0.3",
-          "--classifier-waver-share", "0.5", "--classifier-batch-size", "8", "--threads", "1", "--no-bf16"])  # fmt: skip
+          "--classifier-blob-share", "0.5", "--classifier-blob-kind", "lumpy", "--classifier-blob-waver", "0.2",
+          "0.3", "--classifier-waver-share", "0.5", "--classifier-batch-size", "8", "--threads", "1",
+          "--no-bf16"])  # fmt: skip
     recorded = json.loads((tmp_path / "record.json").read_text())["config"]
     assert recorded["classifier_blob_kind"] == "lumpy" and recorded["classifier_waver_share"] == 0.5
     assert list(recorded["classifier_blob_waver"]) == [0.2, 0.3]
