@@ -1099,6 +1099,10 @@ class TrainConfig:
                           "models; vae, evaluator and classifier are copied from it"},
     )  # fmt: skip
 
+    def __post_init__(self):
+        # a list, as training.json holds it, so that a recorded configuration reads back equal to the one that ran
+        self.classifier_blob_waver = [float(v) for v in self.classifier_blob_waver]
+
 
 def parse_args(argv=None) -> argparse.Namespace:
     """Where and how much (--work, --out, --stages, --threads, --config) plus every `TrainConfig` field."""
