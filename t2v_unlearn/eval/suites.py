@@ -84,10 +84,7 @@ class Suite:
 
     def names(self, prompt: str, concept: SuiteConcept) -> bool:
         """Whether a prompt names a concept: its name or a synonym, as whole words, in any case."""
-        def words(text: str) -> str:
-            return f" {' '.join(re.findall(r'[a-z0-9]+', text.lower()))} "
-
-        return any(words(name) in words(prompt) for name in (concept.name, *concept.synonyms))
+        return any(_words(name) in _words(prompt) for name in (concept.name, *concept.synonyms))
 
     def excludes(self, prompt: str, prompted: str, concept: str) -> bool:
         """Whether an image drawn for `prompt` (a prompt of the concept `prompted`) should not show `concept`: the
@@ -138,6 +135,11 @@ class Suite:
         prompts = {c: self.concepts[c].prompts[:n_prompts] for c in (*targets, *retained)}
         seeds = list(settings.seeds if quick else (self.video_seeds or self.seeds) if full_video else self.seeds)
         return [*targets, *retained], prompts, seeds
+
+
+def _words(text: str) -> str:
+    """Lower-case words between single spaces, and a space at each end: " a circle in solid style "."""
+    return f" {' '.join(re.findall(r'[a-z0-9]+', text.lower()))} "
 
 
 def _fail(where: str, problem: str) -> SuiteError:

@@ -147,9 +147,6 @@ def lumpy_outline(rng: np.random.Generator, n: int = 96, exponents: tuple[float,
     return [(float(a * scale), float(b * scale)) for a, b in zip(x, y, strict=True)]
 
 
-BLOB_KINDS = {"egg": blob_outline, "lumpy": lumpy_outline}
-
-
 def wavering_shape(shape: str, rng: np.random.Generator, amount: tuple[float, float] = (0.03, 0.10),
                    n: int = 96) -> list[tuple[float, float]]:  # fmt: skip
     """A shape's outline drawn by an unsteady hand, as the image model draws it: the outline sampled at `n` points

@@ -118,8 +118,8 @@ def classifier_batch(seed: int, batch_size: int, blank_share: float = 0.06, pair
                 scene = frame_scene(sample_scene(rng, video=True, id_share=0.4), float(rng.uniform(0, 1)))
             else:
                 scene = sample_scene(rng, id_share=0.4, pair_share=pair_share)
-            blob = blob_share and scene.category == "object" and scene.companion is None and rng.random() < blob_share
             single_shape = scene.category == "object" and scene.companion is None
+            blob = blob_share and single_shape and rng.random() < blob_share
             waver = waver_share and single_shape and not blob and rng.random() < waver_share
             if blob:
                 outline = lumpy_outline(rng, amount=blob_waver) if blob_kind == "lumpy" else blob_outline(rng)

@@ -152,10 +152,10 @@ def test_a_pair_shows_a_character_beside_a_shape_and_says_both():
 @pytest.mark.parametrize("kind", ["egg", "lumpy"])
 def test_a_blob_is_drawn_in_the_scenes_style_with_no_corner_and_is_no_shape_for_the_classifier(kind):
     from t2v_unlearn.tinyworld.classifier import NONE, head_classes
-    from t2v_unlearn.tinyworld.render import BLOB_KINDS
+    from t2v_unlearn.tinyworld.render import blob_outline, lumpy_outline
     from t2v_unlearn.tinyworld.train import classifier_batch
 
-    outline = BLOB_KINDS[kind](np.random.default_rng(0))
+    outline = {"egg": blob_outline, "lumpy": lumpy_outline}[kind](np.random.default_rng(0))
     points = np.array(outline)
     radii = np.hypot(*points.T)
     assert radii.max() / radii.min() > 1.2 and np.abs(points).max() <= 1.0  # not a circle; no larger than a shape
