@@ -123,7 +123,9 @@ def run(args: argparse.Namespace) -> int:
         if kind in metrics:
             m = metrics[kind]
             line = ", ".join(f"{k} {_short(m[k])}" for k in ("erasure", "retention", "harmonic_mean"))
-            print(f"{kind}: {line}")
+            floors = m.get("floor") or {}  # an erased concept's rate at or below its floor is no evidence of it
+            shown = [f"{t} {_short(floors[t])}" for t in metrics.get("targets", []) if t in floors]
+            print(f"{kind}: {line}" + (f"; false-hit floor {', '.join(shown)}" if shown else ""))
     for family, entry in (metrics.get("attacks") or {}).items():  # the leak under each attack, beside the original's
         for kind, figures in entry.items():
             if isinstance(figures, dict) and "leakage" in figures:

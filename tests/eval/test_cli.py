@@ -53,6 +53,8 @@ def test_eval_generates_scores_and_reports_a_checkpoint(checkpoint, tiny_clip_di
             "--detector", str(tiny_clip_dir), "--bootstrap-resamples", "200", "--no-progress",
             "--attacks", "synonyms,misspellings,paraphrases", "--out", str(out)]  # fmt: skip
     assert run_eval(_parse(argv)) == 0, capsys.readouterr().err
+    printed = capsys.readouterr().out  # each kind's headline with the erased concept's floor beside it
+    assert all(f"{kind}: erasure " in printed for kind in ("image", "video")) and "; false-hit floor zorbo " in printed
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["targets"] == ["zorbo"]  # from unlearn.json
     assert metrics["model"] == json.loads((checkpoint / "unlearn.json").read_text())["base_model"]
