@@ -4,11 +4,11 @@
 
 The development split holds TinyWorld caption templates that neither erase (its training prompts) nor the
 evaluation suite use ("the character {c}", "a {colour} {object} in {c} style", ...), so choosing defaults here
-never tunes on the evaluation suite. For each concept and variant: `erase_concept` on shots generated once, then
-images of every concept of the world through the original and the unlearned encoder (same prompts and seeds),
-classified by the TinyWorld detector. Reports per variant: the target's hit rate before and after (Wilson
-interval), retention of the same category and of the others (hit rate after / before, pooled), the encoder's
-output distance on retained prompts, the steps and the optimisation time. Writes
+never tunes on the evaluation suite. For each concept and variant: `erase_concept` on shots generated once per way
+of drawing them, then images of every concept of the world through the original and the unlearned encoder (same
+prompts and seeds), classified by the TinyWorld detector. Reports per variant: the target's hit rate before and
+after (Wilson interval), retention of the same category and of the others (hit rate after / before, pooled), the
+encoder's output distance on retained prompts, the steps and the optimisation time. Writes
 benchmarks/results/erase_dev.json.
 """
 
@@ -71,6 +71,9 @@ VARIANTS = {
     "to-circle-p0.3": {"anchor": "circle", "preserve_weight": 0.3},
     "gap0.1": {"gap_ratio": 0.1, "max_steps": 50},
     "ts4": {"eval_timesteps": 4},  # a stop-rule check set half as large: 4 timesteps per shot
+    "ts2": {"eval_timesteps": 2},  # and half as large again (fourteenth session)
+    "shots8": {"shot_steps": 8},  # the shots drawn in 8 solver steps, not 12
+    "ts2-shots8": {"eval_timesteps": 2, "shot_steps": 8},
     "misspell8": {"misspellings": 8},  # eight spelling-variant draws (the default is one)
     "name-handle": {"robust_handle": "name", "variant_contexts": 1},  # the seventh session's default
     "to-circle-misspell8": {"anchor": "circle", "misspellings": 8},
@@ -167,11 +170,12 @@ def main():
     results = {}
     for concept in args.concepts:
         category = taxonomy.get(concept).category
-        shots = None
+        shots = {}  # drawn once per way of drawing them, and shared by the variants that draw them alike
         for variant in args.variants:
             config = EraseConfig(**VARIANTS[variant])
-            result = erase_concept(pipe, [concept], config, progress=False, shots=shots)
-            shots = shots or result.shots
+            drawn = (config.num_shots, config.shot_steps, config.shot_sampler, config.shot_guidance, config.seed)
+            result = erase_concept(pipe, [concept], config, progress=False, shots=shots.get(drawn))
+            shots.setdefault(drawn, result.shots)
             pipe.text_encoder = result.text_encoder
             same = [n for n in taxonomy.names(category) if n != concept]
             other = [n for c in ("object", "style", "id") if c != category for n in taxonomy.names(c)[: args.others]]

@@ -42,6 +42,9 @@ VARIANTS = {
     "batch2": {"batch_size": 2},  # two shots a step, as the published recipe (eleventh session; not adopted)
     "batch2-shots8": {"batch_size": 2, "shot_steps": 8},  # and the shots drawn in 8 solver steps, not 12
     "batch2-shots8-preserve8": {"batch_size": 2, "shot_steps": 8, "preserve_batch": 8},  # and 8 retained prompts
+    "ts2": {"eval_timesteps": 2},  # the stop rule's check set at 2 timesteps per shot, not 4 (fourteenth session)
+    "shots8": {"shot_steps": 8},  # the shots drawn in 8 solver steps, not 12
+    "ts2-shots8": {"eval_timesteps": 2, "shot_steps": 8},
     "seed2": {"seed": 2},  # the default at another erase seed (other shots, batches and noise)
     "seed2-gap0.07": {"seed": 2, "gap_ratio": 0.07},  # seed 2 stopped a style at a gap of 0.094 (eleventh session)
     "to-circle": {"anchor": "circle"},  # the shape anchor up to the seventh session
