@@ -243,3 +243,14 @@ def test_detector_floor_counts_only_the_images_whose_prompts_exclude_the_concept
     missing.unlink()
     with pytest.raises(SystemExit, match="missing"):
         floor.floors(tmp_path, "tinyworld", ["tinyworld"], 1, "tinyworld", full=False, targets=["square"])
+
+
+def test_shot_quality_reads_each_shot_erase_would_draw_with_its_categorys_head(image_pipe):
+    """At reduced scale (2 solver steps, one erase seed): one answer per shot, under the concept's category."""
+    from t2v_unlearn.encoders import EraseConfig
+    from t2v_unlearn.eval.detector import load_detector
+
+    hits = _benchmark("shot_quality").shot_hits(image_pipe, load_detector("tinyworld"), 2, [0], ["zorbo", "square"])
+    shots = EraseConfig().num_shots
+    assert set(hits) == {"id", "object"} and len(hits["id"]) == len(hits["object"]) == shots
+    assert all(isinstance(hit, bool) for hit in hits["id"] + hits["object"])

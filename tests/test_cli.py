@@ -178,13 +178,18 @@ def test_erase_tells_a_levelled_gap_from_one_that_never_closed():
     assert stop_message(result([])) is None  # no gap checks (another rule)
 
 
-def test_erase_says_when_a_run_was_not_erased_under_the_attack():
+def test_erase_says_when_an_attacker_may_bring_the_concept_back():
     from types import SimpleNamespace
 
     from t2v_unlearn.commands.erase import robustness_note
 
-    assert "--robust" in robustness_note(SimpleNamespace(robust=False))
-    assert robustness_note(SimpleNamespace(robust=True)) is None
+    def run(robust, *categories):
+        return SimpleNamespace(robust=robust, concepts=[SimpleNamespace(category=c) for c in categories])
+
+    assert "--robust" in robustness_note(run(False, "id"))
+    assert robustness_note(run(True, "id")) is None and robustness_note(run(True, "style")) is None
+    # a shape came back under the attack even after the inner attack: robust runs on shapes say so
+    assert "--attacks embedding" in robustness_note(run(True, "style", "object"))
 
 
 def test_erase_config_reruns_bit_for_bit(tmp_path):
