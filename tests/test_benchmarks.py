@@ -254,3 +254,29 @@ def test_shot_quality_reads_each_shot_erase_would_draw_with_its_categorys_head(i
     shots = EraseConfig().num_shots
     assert set(hits) == {"id", "object"} and len(hits["id"]) == len(hits["object"]) == shots
     assert all(isinstance(hit, bool) for hit in hits["id"] + hits["object"])
+
+
+def test_the_strong_inner_attack_screen_restarts_a_fresh_inversion_on_schedule(image_pipe):
+    """At reduced scale (3 steps, a fresh inversion of 2 Adam steps on the first call and every 2nd): the erase runs
+    under the swapped inner attack, whose fresh inversions start from zero and move the offset."""
+    from t2v_unlearn.encoders import EraseConfig, erase_concept
+    from t2v_unlearn.encoders import erase as erase_module
+
+    screen = _benchmark("strong_inner_attack")
+    attack = screen.restarting_attack(every=2, ti_steps=2, lr=5e-3)
+    default, offsets = erase_module._inner_attack, []
+
+    def recorded(*args):
+        offsets.append((args[9].clone(), attack(*args)))
+        return offsets[-1][1]
+
+    erase_module._inner_attack = recorded
+    try:
+        config = EraseConfig(num_shots=2, shot_steps=2, max_steps=3, stop_rule="max-steps", batch_size=2, robust=True)
+        erase_concept(image_pipe, ["square"], config, progress=False)
+    finally:
+        erase_module._inner_attack = default
+    assert len(offsets) == 3
+    (_, first), (start, second), (_, third) = offsets
+    assert first.norm() > 0 and torch.equal(start, first)  # the 2nd call continues from the 1st's inversion
+    assert not torch.equal(second, first) and third.norm() > 0

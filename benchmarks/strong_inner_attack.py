@@ -1,0 +1,80 @@
+"""A screen, not a method: the robust erase with its inner attack restarted as a fresh textual inversion.
+
+    python benchmarks/strong_inner_attack.py --concept diamond --out runs/dia/dia-ti [--every 10] [--ti-steps 50]
+
+The eval's embedding attack (textual inversion: Adam on a token offset, 200 steps from zero) brings a shape back
+after the default robust erase, whose inner attack takes 2 signed-gradient steps a step, warm-started, within one
+token length. Here every `--every`-th call of the inner attack starts again from zero and runs `--ti-steps` Adam
+steps at the attacker's learning rate, on the step's shots with fresh noise and timesteps, with no radius; the calls
+in between continue from it as the default does (with `--radius` token lengths as their reach). The erase is
+otherwise `t2v-unlearn erase`'s default (robust); it writes an encoder checkpoint for `embedding_attack.py`.
+This swaps `t2v_unlearn.encoders.erase._inner_attack` for the run: a screen of the idea, before any change to it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from pathlib import Path
+
+import torch
+
+from t2v_unlearn.encoders import EraseConfig, erase_concept, save_checkpoint
+from t2v_unlearn.encoders import erase as erase_module
+from t2v_unlearn.encoders.embedding import token_offset
+from t2v_unlearn.eval.embedding_attack import EmbeddingAttackConfig
+from t2v_unlearn.pipelines import load_pipeline
+
+
+def restarting_attack(every: int, ti_steps: int, lr: float, seed: int = 0):
+    """An `_inner_attack` that, on every `every`-th call, starts from zero and runs `ti_steps` Adam steps."""
+    default = erase_module._inner_attack
+    calls = {"n": 0}
+    generator = torch.Generator("cpu").manual_seed(seed)
+
+    def attack(model, tokenizer, unet, scheduler, prompts, latents, noise, timesteps, concept_ids, start, config):
+        calls["n"] += 1
+        if (calls["n"] - 1) % every:
+            return default(model, tokenizer, unet, scheduler, prompts, latents, noise, timesteps, concept_ids, start,
+                           config)  # fmt: skip
+        offset = torch.zeros_like(start, requires_grad=True)
+        optimizer = torch.optim.Adam([offset], lr=lr)
+        for _ in range(ti_steps):
+            fresh = torch.randn(latents.shape, generator=generator).to(latents.device)
+            steps = torch.randint(0, scheduler.config.num_train_timesteps, (len(latents),), generator=generator)
+            with token_offset(model, concept_ids, offset):
+                hidden = erase_module._encode(model, tokenizer, prompts)
+            loss = erase_module.denoising_loss(unet, scheduler, latents, fresh, steps.to(latents.device), hidden)
+            optimizer.zero_grad(set_to_none=True)
+            (grad,) = torch.autograd.grad(loss, offset)
+            offset.grad = grad
+            optimizer.step()
+        return offset.detach()
+
+    return attack
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--concept", default="diamond")
+    parser.add_argument("--out", type=Path, required=True, help="the checkpoint folder to write")
+    parser.add_argument("--every", type=int, default=10, help="inner-attack calls between two fresh inversions")
+    parser.add_argument("--ti-steps", type=int, default=50, help="Adam steps of each fresh inversion")
+    parser.add_argument("--radius", type=float, default=10.0, help="the warm-started calls' reach, token lengths")
+    parser.add_argument("--threads", type=int, help="torch threads (default: torch's choice)")
+    args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    pipe = load_pipeline("image", progress=False)
+    config = EraseConfig(robust=True, robust_radius=args.radius)
+    erase_module._inner_attack = restarting_attack(args.every, args.ti_steps, EmbeddingAttackConfig().lr)
+    start = time.perf_counter()
+    result = erase_concept(pipe, [args.concept], config, progress=False)
+    seconds = time.perf_counter() - start
+    save_checkpoint(args.out, result, pipe.text_encoder, pipe.tokenizer, config, "tinyworld", result.timings,
+                    overwrite=True, extra={"screen": vars(args) | {"out": str(args.out)}})  # fmt: skip
+    print(f"{args.concept}: {result.steps} steps ({result.stopped_by}) in {seconds:.0f} s -> {args.out}")
+
+
+if __name__ == "__main__":
+    main()
