@@ -1,6 +1,7 @@
-"""A screen, not a method: the robust erase with its inner attack restarted as a fresh textual inversion.
+"""A screen, not a method: the robust erase with a stronger inner attack (fresh inversions, or random restarts).
 
     python benchmarks/strong_inner_attack.py --concept diamond --out runs/dia/dia-ti [--every 10] [--ti-steps 50]
+    python benchmarks/strong_inner_attack.py --concept diamond --out runs/dia/dia-rr --restarts 3 --radius 6
 
 The eval's embedding attack (textual inversion: Adam on a token offset, 200 steps from zero) brings a shape back
 after the default robust erase, whose inner attack takes 2 signed-gradient steps a step, warm-started, within one
@@ -8,7 +9,13 @@ token length. Here every `--every`-th call of the inner attack starts again from
 steps at the attacker's learning rate, on the step's shots with fresh noise and timesteps, with no radius; the calls
 in between continue from it as the default does (with `--radius` token lengths as their reach). The erase is
 otherwise `t2v-unlearn erase`'s default (robust); it writes an encoder checkpoint for `embedding_attack.py`.
-This swaps `t2v_unlearn.encoders.erase._inner_attack` for the run: a screen of the idea, before any change to it.
+
+With `--restarts K` instead, every call runs the default signed-gradient attack from the warm start and from K
+random points of the ball of `--radius` token lengths (PGD with random restarts, as adversarial training does), and
+keeps the offset under which the shots' denoising loss is lowest: the attacker's textual inversion reaches offsets of
+about 6 token lengths, where the default's one warm-started path covers one direction of the ball
+(benchmarks/attack_reach.py). This swaps `t2v_unlearn.encoders.erase._inner_attack` for the run: a screen of the
+idea, before any change to it.
 """
 
 from __future__ import annotations
@@ -54,20 +61,54 @@ def restarting_attack(every: int, ti_steps: int, lr: float, seed: int = 0):
     return attack
 
 
+def random_restart_attack(restarts: int, seed: int = 0):
+    """An `_inner_attack` that runs the default attack from its warm start and from `restarts` random points of the
+    ball (`config.robust_radius` token lengths; direction uniform, radius uniform in [0, 1] of the reach), and returns
+    the offset under which the step's shots denoise best through the concept prompts: the strongest it found."""
+    default = erase_module._inner_attack
+    generator = torch.Generator("cpu").manual_seed(seed)
+
+    def attack(model, tokenizer, unet, scheduler, prompts, latents, noise, timesteps, concept_ids, start, config):
+        scale = model.get_input_embeddings().weight.detach().norm(dim=-1).mean()
+        starts = [start]
+        for _ in range(restarts):
+            direction = torch.randn(start.shape, generator=generator).to(start.device)
+            reach = config.robust_radius * scale * torch.rand((), generator=generator).item()
+            starts.append(direction / direction.norm() * reach)
+        best, best_loss = None, float("inf")
+        for begin in starts:
+            offset = default(model, tokenizer, unet, scheduler, prompts, latents, noise, timesteps, concept_ids,
+                             begin, config)  # fmt: skip
+            with torch.no_grad(), token_offset(model, concept_ids, offset):
+                hidden = erase_module._encode(model, tokenizer, prompts)
+                loss = erase_module.denoising_loss(unet, scheduler, latents, noise, timesteps, hidden).item()
+            if loss < best_loss:
+                best, best_loss = offset, loss
+        return best
+
+    return attack
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--concept", default="diamond")
     parser.add_argument("--out", type=Path, required=True, help="the checkpoint folder to write")
     parser.add_argument("--every", type=int, default=10, help="inner-attack calls between two fresh inversions")
     parser.add_argument("--ti-steps", type=int, default=50, help="Adam steps of each fresh inversion")
-    parser.add_argument("--radius", type=float, default=10.0, help="the warm-started calls' reach, token lengths")
+    parser.add_argument("--radius", type=float, default=10.0, help="the inner attack's reach, token lengths")
+    parser.add_argument("--restarts", type=int, help="random restarts per call instead of fresh inversions")
+    parser.add_argument("--robust-lr", type=float, default=EraseConfig.robust_lr, help="the inner attack's step")
+    parser.add_argument("--shots", type=int, default=EraseConfig.num_shots, help="images generated per concept")
     parser.add_argument("--threads", type=int, help="torch threads (default: torch's choice)")
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
     pipe = load_pipeline("image", progress=False)
-    config = EraseConfig(robust=True, robust_radius=args.radius)
-    erase_module._inner_attack = restarting_attack(args.every, args.ti_steps, EmbeddingAttackConfig().lr)
+    config = EraseConfig(robust=True, robust_radius=args.radius, robust_lr=args.robust_lr, num_shots=args.shots)
+    if args.restarts:
+        erase_module._inner_attack = random_restart_attack(args.restarts)
+    else:
+        erase_module._inner_attack = restarting_attack(args.every, args.ti_steps, EmbeddingAttackConfig().lr)
     start = time.perf_counter()
     result = erase_concept(pipe, [args.concept], config, progress=False)
     seconds = time.perf_counter() - start

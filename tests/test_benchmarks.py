@@ -280,3 +280,72 @@ def test_the_strong_inner_attack_screen_restarts_a_fresh_inversion_on_schedule(i
     (_, first), (start, second), (_, third) = offsets
     assert first.norm() > 0 and torch.equal(start, first)  # the 2nd call continues from the 1st's inversion
     assert not torch.equal(second, first) and third.norm() > 0
+
+
+def test_the_reach_benchmark_splices_the_attack_at_the_token_or_after_it(image_pipe):
+    """`position_masks` marks the concept's own tokens and every position after its last one (the end token and the
+    padding), nothing for a prompt without it; `spliced_encodings` takes the attacked rows exactly there."""
+    reach = _benchmark("attack_reach")
+    tokenizer, encoder = image_pipe.tokenizer, image_pipe.text_encoder
+    prompts = ["a picture of a diamond", "a square", "a diamond next to a diamond"]
+    ids = reach.concept_token_ids(tokenizer, "diamond")
+    masks = reach.position_masks(tokenizer, prompts, ids)
+    tokens = tokenizer(prompts, padding="max_length", max_length=tokenizer.model_max_length).input_ids
+    for row, prompt_ids in enumerate(tokens):
+        where = [i for i, t in enumerate(prompt_ids) if t in ids]
+        assert masks["token"][row, :, 0].nonzero().flatten().tolist() == where
+        expected = list(range(where[-1] + 1, len(prompt_ids))) if where else []
+        assert masks["after"][row, :, 0].nonzero().flatten().tolist() == expected
+    # random, not constant: the encoder's layer norms subtract a constant offset (all ones) out
+    offset = torch.randn(encoder.config.hidden_size, generator=torch.Generator().manual_seed(0))
+    spliced = reach.spliced_encodings(encoder, tokenizer, "diamond", offset, prompts)
+    full, plain = spliced["full"], spliced["none"]
+    for name, mask in (("token only", masks["token"]), ("after only", masks["after"])):
+        assert torch.equal(spliced[name], torch.where(mask, full, plain))
+    assert torch.equal(full[1], plain[1])  # no diamond: the attack changes nothing
+    for name in ("token only", "after only"):
+        assert (spliced[name][0] - plain[0]).abs().max() > 1e-2
+
+
+def test_the_random_restart_screen_keeps_the_strongest_of_its_starts(image_pipe):
+    """At reduced scale: each call runs the default attack from the warm start and from 2 random points of the ball,
+    and returns the one under which the shots denoise best (checked against every start's result)."""
+    from t2v_unlearn.encoders import EraseConfig, erase_concept
+    from t2v_unlearn.encoders import erase as erase_module
+
+    screen = _benchmark("strong_inner_attack")
+    default, calls, results = erase_module._inner_attack, [], []
+
+    def counted(*args):
+        offset = default(*args)
+        results.append(offset)
+        return offset
+
+    erase_module._inner_attack = counted
+    attack = screen.random_restart_attack(restarts=2)  # its default attack is `counted`
+
+    def recorded(*args):
+        results.clear()
+        chosen = attack(*args)
+        calls.append((args, chosen, list(results)))
+        return chosen
+
+    erase_module._inner_attack = recorded
+    try:
+        config = EraseConfig(num_shots=2, shot_steps=2, max_steps=2, stop_rule="max-steps", batch_size=2, robust=True,
+                             robust_radius=4.0)  # fmt: skip
+        erase_concept(image_pipe, ["square"], config, progress=False)
+    finally:
+        erase_module._inner_attack = default
+    assert len(calls) == 2
+    for args, chosen, candidates in calls:
+        assert len(candidates) == 3 and any(torch.equal(chosen, c) for c in candidates)
+        model, tokenizer, unet, scheduler, prompts, latents, noise, timesteps, ids = args[:9]
+        losses = []
+        for candidate in candidates:
+            with torch.no_grad(), erase_module.token_offset(model, ids, candidate):
+                hidden = erase_module._encode(model, tokenizer, prompts)
+                losses.append(erase_module.denoising_loss(unet, scheduler, latents, noise, timesteps, hidden).item())
+        assert torch.equal(chosen, candidates[int(torch.tensor(losses).argmin())])
+        length = model.get_input_embeddings().weight.norm(dim=-1).mean()
+        assert all(c.norm() <= 4.0 * length * (1 + 1e-5) for c in candidates)

@@ -45,6 +45,16 @@ class EmbeddingAttackConfig:
     seed: int = field(default=0, metadata={"help": "seeds the noise, timesteps and prompts of each step"})
     num_shots: int = field(default=4, metadata={"help": "the attacker's images of the concept"})
     shot_seed: int = field(default=ATTACK_SHOT_SEED, metadata={"help": "the shots' seeds: shot_seed + 1000 i"})
+    max_norm: float | None = field(
+        default=None,
+        metadata={"help": "a bounded attacker: the offset is held within this many token-embedding lengths (the mean "
+                          "norm of the encoder's input embeddings), as --robust's inner attack is; default unbounded, "
+                          "the fixed budget"},
+    )  # fmt: skip
+
+    def __post_init__(self):
+        if self.max_norm is not None and not self.max_norm > 0:
+            raise ValueError(f"max_norm must be positive, got {self.max_norm}")
 
 
 def shot_seeds(seed: int, count: int) -> list[int]:
@@ -103,6 +113,7 @@ def invert_concept(pipe, text_encoder, concept: str, shots: np.ndarray,
     prompts = list(spec.prompts)
     scheduler, unet = pipe.scheduler, pipe.unet
     text_encoder.requires_grad_(False)
+    reach = None if config.max_norm is None else config.max_norm * embedding.weight.detach().norm(dim=-1).mean()
     losses = []
     with token_offset(text_encoder, token_ids, offset):
         for _ in range(config.steps):
@@ -115,6 +126,9 @@ def invert_concept(pipe, text_encoder, concept: str, shots: np.ndarray,
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
+            if reach is not None:  # projected back onto the ball
+                with torch.no_grad():
+                    offset.mul_(torch.clamp(reach / offset.norm().clamp_min(1e-12), max=1.0))
             losses.append(loss.item())
     return offset.detach(), losses
 

@@ -63,10 +63,12 @@ def test_the_token_offset_moves_only_the_concept_and_goes_away(image_pipe):
     prompts = ["a picture of zorbo", "a picture of plimka"]
     with torch.no_grad():
         before = _encode(encoder, tokenizer, prompts)
-        with token_offset(encoder, concept_token_ids(tokenizer, "zorbo"), torch.ones(encoder.config.hidden_size)):
+        # random, not constant: the encoder's layer norms subtract a constant offset (all ones) out
+        offset = torch.randn(encoder.config.hidden_size, generator=torch.Generator().manual_seed(0))
+        with token_offset(encoder, concept_token_ids(tokenizer, "zorbo"), offset):
             during = _encode(encoder, tokenizer, prompts)
         after = _encode(encoder, tokenizer, prompts)
-    assert not torch.allclose(during[0], before[0]) and torch.equal(during[1], before[1])
+    assert (during[0] - before[0]).abs().max() > 1e-2 and torch.equal(during[1], before[1])
     assert torch.equal(after, before)
 
 
@@ -83,3 +85,25 @@ def test_the_attackers_shot_seeds_never_meet_the_erases():
     for erase_seed in range(0, 5000, 250):
         seed = attack_shot_seed(ATTACK_SHOT_SEED, {"seed": erase_seed, "num_shots": 6})
         assert not set(shot_seeds(seed, 4)) & set(shot_seeds(erase_seed, 6))
+
+
+def test_a_bounded_attacker_stays_within_its_reach_and_an_unbounded_one_does_not(image_pipe):
+    """At a learning rate that carries the offset far in 3 steps: `max_norm` holds it on its ball (in token lengths,
+    the mean norm of the input embeddings); without it, the same steps go past."""
+    import numpy as np
+    import torch
+
+    from t2v_unlearn.eval.embedding_attack import EmbeddingAttackConfig, invert_concept
+
+    shots = np.random.default_rng(0).integers(0, 256, (2, 64, 64, 3), dtype=np.uint8)
+    length = image_pipe.text_encoder.get_input_embeddings().weight.norm(dim=-1).mean().item()
+    bounded, _ = invert_concept(image_pipe, image_pipe.text_encoder, "zorbo", shots,
+                                EmbeddingAttackConfig(steps=3, lr=0.5, batch_size=2, max_norm=0.5))  # fmt: skip
+    free, _ = invert_concept(image_pipe, image_pipe.text_encoder, "zorbo", shots,
+                             EmbeddingAttackConfig(steps=3, lr=0.5, batch_size=2))  # fmt: skip
+    assert bounded.norm().item() == pytest.approx(0.5 * length, rel=1e-4)
+    assert free.norm().item() > 2 * length
+    assert not any(p.requires_grad for p in image_pipe.text_encoder.parameters())
+    with pytest.raises(ValueError, match="max_norm"):
+        EmbeddingAttackConfig(max_norm=0)
+    assert torch.isfinite(bounded).all()

@@ -1,0 +1,155 @@
+"""Where the embedding attack wins: how far its token offset must reach, and which encoder outputs carry it.
+
+    python benchmarks/attack_reach.py CHECKPOINT --attack-seeds 0 1 2 [--radii 1 3]
+
+Two questions about the attack of `embedding_attack.py` on one erased encoder (one concept), for each attacker seed:
+- **Reach.** The same attack (the same images, noise and 200 steps) with its offset held within a ball of r
+  token-embedding lengths (`EmbeddingAttackConfig.max_norm`), for each r of `--radii`, beside the unbounded attack
+  (the fixed budget). `--robust`'s inner attack searches a ball of `robust_radius` token lengths (default 1); the
+  unbounded attacker ends about 6 away. If recovery grows with r, the erase holds only where it was attacked.
+- **Positions.** The unbounded attack's prompt encodings, spliced with the unattacked ones: attacked only at the
+  concept token's own output position(s) ("token only"), or only at the positions after its last token (the end
+  token and the padding, which read the token through the encoder's causal attention; "after only"). A text
+  encoder can only block what reaches the UNet through positions it computes: the split says where it must.
+
+Each run samples the concept's first `--prompts` suite prompts at `--seeds` sampling seeds (DPM-Solver++ 12 steps,
+guidance 6, as eval) and reads every image with the suite's detector; images with a hit, with Wilson intervals.
+Writes benchmarks/results/attack_reach.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import platform
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from t2v_unlearn.encoders import load_pipeline, read_manifest
+from t2v_unlearn.encoders.embedding import concept_token_ids, token_offset
+from t2v_unlearn.encoders.erase import _encode
+from t2v_unlearn.eval import metrics as M
+from t2v_unlearn.eval.detector import load_detector
+from t2v_unlearn.eval.embedding_attack import attacker_draws, attacker_shots, invert_concept
+from t2v_unlearn.eval.evaluate import score_frames
+from t2v_unlearn.eval.suites import load_suite
+from t2v_unlearn.pipelines.generate import _generators, _to_uint8, sampler
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def position_masks(tokenizer, prompts: list[str], token_ids: list[int]) -> dict[str, torch.Tensor]:
+    """Per prompt and position (N, L, 1), booleans: the concept's own tokens ("token"), and every position after the
+    last of them ("after"). A prompt without the concept's tokens has neither."""
+    ids = tokenizer(prompts, padding="max_length", max_length=tokenizer.model_max_length, truncation=True,
+                    return_tensors="pt").input_ids  # fmt: skip
+    token = torch.isin(ids, torch.tensor(token_ids))
+    positions = torch.arange(ids.shape[1]).expand_as(ids)
+    last = torch.where(token, positions, torch.full_like(positions, -1)).max(dim=1, keepdim=True).values
+    after = (positions > last) & (last >= 0)
+    return {"token": token.unsqueeze(-1), "after": after.unsqueeze(-1)}
+
+
+def spliced_encodings(text_encoder, tokenizer, concept: str, offset: torch.Tensor, prompts: list[str]):
+    """The prompts' encodings attacked everywhere ("full"), not at all ("none"), only at the concept's own token
+    positions ("token only") and only after them ("after only")."""
+    token_ids = concept_token_ids(tokenizer, concept)
+    with torch.no_grad():
+        plain = _encode(text_encoder, tokenizer, prompts)
+        with token_offset(text_encoder, token_ids, offset):
+            attacked = _encode(text_encoder, tokenizer, prompts)
+    masks = {k: v.to(plain.device) for k, v in position_masks(tokenizer, prompts, token_ids).items()}
+    return {"full": attacked, "none": plain, "token only": torch.where(masks["token"], attacked, plain),
+            "after only": torch.where(masks["after"], attacked, plain)}  # fmt: skip
+
+
+@torch.no_grad()
+def sample_embeddings(pipe, prompt_embeds: torch.Tensor, seeds: list[int], steps: int) -> np.ndarray:
+    """Images (N, 1, H, W, 3) uint8 from given prompt encodings, as eval samples (DPM-Solver++, guidance 6)."""
+    negative = _encode(pipe.text_encoder, pipe.tokenizer, [""]).expand(len(prompt_embeds), -1, -1)
+    dtype = pipe.unet.dtype
+    with sampler(pipe, "dpm-solver"):
+        images = pipe(prompt_embeds=prompt_embeds.to(dtype), negative_prompt_embeds=negative.to(dtype),
+                      generator=_generators(seeds, pipe.device), num_inference_steps=steps, guidance_scale=6.0,
+                      output_type="np").images  # fmt: skip
+    return _to_uint8(images)[:, None]
+
+
+def hits(detector, suite, concept: str, images: np.ndarray) -> dict:
+    entry = suite.concepts[concept]
+    found, _ = score_frames(detector, entry, suite.detector_templates[entry.category], list(images))
+    count = int(sum(bool(h.any()) for h in found))
+    return {"hits": count, "images": len(found), "rate": M.wilson_interval(count, len(found))}
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("checkpoint", type=Path, help="an encoder folder written by `t2v-unlearn erase`")
+    parser.add_argument("--attack-seeds", nargs="+", type=int, default=[0])
+    parser.add_argument("--radii", nargs="*", type=float, default=[1.0, 3.0], help="token lengths; [] for none")
+    parser.add_argument("--prompts", type=int, default=4)
+    parser.add_argument("--seeds", type=int, default=20, help="sampling seeds per prompt")
+    parser.add_argument("--steps", type=int, default=12, help="DPM-Solver++ steps (the eval default)")
+    parser.add_argument("--attack-steps", type=int, default=200, help="the attack's steps (the fixed budget: 200)")
+    parser.add_argument("--threads", type=int, help="torch threads (default: torch's choice)")
+    parser.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "attack_reach.json"))
+    args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    suite = load_suite("tinyworld")
+    detector = load_detector(suite.detector)
+    original = load_pipeline("image", progress=False)
+    manifest = read_manifest(args.checkpoint)
+    if len(manifest.concepts) != 1:
+        raise SystemExit(f"{args.checkpoint}: erases {manifest.concepts}; this measures checkpoints of one concept")
+    (concept,) = manifest.concepts
+    pipe = load_pipeline("image", text_encoder=args.checkpoint, progress=False)
+    for p in (original, pipe):
+        p.set_progress_bar_config(disable=True)
+    prompts = list(suite.concepts[concept].prompts[: args.prompts])
+    seeds = list(range(args.seeds))
+    rows, row_seeds = [p for p in prompts for _ in seeds], seeds * len(prompts)
+    runs = []
+    for attack in attacker_draws(args.attack_seeds, manifest.config, steps=args.attack_steps):
+        start = time.perf_counter()
+        shots = attacker_shots(original, concept, attack)
+        run = {"attack_seed": attack.seed, "shot_seed": attack.shot_seed, "reach": {}, "positions": {}}
+        for radius in [*args.radii, None]:
+            bounded = dataclasses.replace(attack, max_norm=radius)
+            offset, losses = invert_concept(pipe, pipe.text_encoder, concept, shots, bounded)
+            encodings = spliced_encodings(pipe.text_encoder, pipe.tokenizer, concept, offset, rows)
+            key = "unbounded" if radius is None else f"{radius:g}"
+            run["reach"][key] = {**hits(detector, suite, concept, sample_embeddings(pipe, encodings["full"],
+                                                                                  row_seeds, args.steps)),
+                                 "offset_norm": round(float(offset.norm()), 3),
+                                 "final_loss": round(float(np.mean(losses[-20:])), 4)}  # fmt: skip
+            print(f"seed {attack.seed} reach {key}: {run['reach'][key]['hits']}/{len(rows)} "
+                  f"(offset {run['reach'][key]['offset_norm']})", flush=True)  # fmt: skip
+        for name in ("token only", "after only"):  # the unbounded attack's encodings, spliced
+            run["positions"][name] = hits(detector, suite, concept, sample_embeddings(pipe, encodings[name],
+                                                                                      row_seeds, args.steps))
+            print(f"seed {attack.seed} {name}: {run['positions'][name]['hits']}/{len(rows)}", flush=True)
+        run["seconds"] = round(time.perf_counter() - start, 1)
+        runs.append(run)
+        images = len(rows) * len(runs)
+        pooled = {f"reach {key}": M.wilson_interval(sum(r["reach"][key]["hits"] for r in runs), images)
+                  for key in runs[0]["reach"]}  # fmt: skip
+        for key in runs[0]["positions"]:
+            pooled[key] = M.wilson_interval(sum(r["positions"][key]["hits"] for r in runs), images)
+        token_length = float(pipe.text_encoder.get_input_embeddings().weight.norm(dim=-1).mean())
+        result = {"machine": f"{platform.machine()}, {torch.get_num_threads()} threads",
+                  "checkpoint": str(args.checkpoint), "concept": concept, "erase_steps": manifest.steps,
+                  "robust_radius": manifest.config.get("robust_radius"), "token_length": round(token_length, 4),
+                  "prompts": prompts, "seeds": len(seeds), "sampling": {"sampler": "dpm-solver", "steps": args.steps,
+                  "guidance": 6.0}, "runs": runs, "pooled": pooled}  # fmt: skip
+        out = Path(args.out)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(json.dumps(result, indent=2) + "\n")
+
+
+if __name__ == "__main__":
+    main()
