@@ -112,11 +112,19 @@ class EvalConfig:
         metadata={"help": "the embedding attack's draws of the attacker's images and noise (eval seed + 0, 1, ...), "
                           "pooled: one draw's recovery can be anywhere from 0 to 70% (docs/BENCHMARKS.md)"},
     )  # fmt: skip
+    attack_max_norm: float | None = field(
+        default=None,
+        metadata={"help": "a bounded embedding attack: its token offset held within this many token-embedding "
+                          "lengths (--robust's inner attack searches 1); default unbounded, the fixed budget",
+                  "metavar": "LENGTHS"},
+    )  # fmt: skip
 
     def __post_init__(self):
         self.attacks = parse_attacks(self.attacks)
         if self.attack_draws < 1:
             raise ValueError(f"--attack-draws must be at least 1 (got {self.attack_draws})")
+        if self.attack_max_norm is not None and not self.attack_max_norm > 0:  # also refuses NaN
+            raise ValueError(f"--attack-max-norm must be positive (got {self.attack_max_norm}); omit it for no bound")
         if self.frames_scored is not None and self.frames_scored < 1:
             raise ValueError(f"--frames-scored must be at least 1 (got {self.frames_scored}); omit it to score all")
         if self.seeds is not None and self.seeds < 1:
@@ -534,7 +542,8 @@ def embedding_attack_metrics(config: EvalConfig, suite: Suite, targets: list[str
     from .embedding_attack import attacker_draws, attacker_shots, generate_attacked, invert_concept
 
     erase_config = read_checkpoint_manifest(config.text_encoder).config
-    draws = attacker_draws([config.seed + d for d in range(config.attack_draws)], erase_config)
+    draws = attacker_draws([config.seed + d for d in range(config.attack_draws)], erase_config,
+                           max_norm=config.attack_max_norm)  # fmt: skip
     encoders = ((ORIGINAL, None), (UNLEARNED, config.text_encoder))
     pipes = {encoder: load_pipeline("image", config.model_for("image"), device=config.device, progress=False,
                                     text_encoder=path) for encoder, path in encoders}  # fmt: skip

@@ -175,8 +175,10 @@ def _attacks(metrics: dict) -> str:
             )
         else:
             images = "the pipeline's own 4 shots (an evaluation older than the attacker's own images)"
+        bound = budget.get("max_norm")
+        reach = f" held within {bound:g} token-embedding lengths (a bounded attacker)" if bound else ""
         note = (
-            f"<p>The embedding attack: textual inversion of one token offset, {budget['steps']} steps at lr "
+            f"<p>The embedding attack: textual inversion of one token offset{reach}, {budget['steps']} steps at lr "
             f"{budget['lr']:g}, on {images}; the original encoder, attacked the same way, is the control.</p>"
         )
     return ("<h2>Attacks</h2><p>Prompts erase never trained on, with the erased concepts' names changed or "

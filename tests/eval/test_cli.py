@@ -116,15 +116,16 @@ def test_the_embedding_attack_inverts_the_original_models_images_of_the_concept(
         return real_shots(pipe, spec, config)
 
     def short_invert(pipe, text_encoder, concept, shots, config):
-        inverted.append((encoder_fingerprint(text_encoder), shots))
-        return real_invert(pipe, text_encoder, concept, shots, embedding_attack.EmbeddingAttackConfig(steps=3))
+        inverted.append((encoder_fingerprint(text_encoder), shots, config.max_norm))
+        short = embedding_attack.EmbeddingAttackConfig(steps=3, max_norm=config.max_norm)
+        return real_invert(pipe, text_encoder, concept, shots, short)
 
     monkeypatch.setattr(embedding_attack, "generate_shots", spy_shots)
     monkeypatch.setattr(embedding_attack, "invert_concept", short_invert)
     out = tmp_path / "results"
     argv = ["--text-encoder", str(checkpoint), "--quick", "--steps", "2", "--kind", "image", "--suite", "tinyworld",
             "--detector", str(tiny_clip_dir), "--bootstrap-resamples", "50", "--no-progress", "--attacks", "embedding",
-            "--attack-draws", "2", "--out", str(out)]  # fmt: skip
+            "--attack-draws", "2", "--attack-max-norm", "2", "--out", str(out)]  # fmt: skip
     assert run_eval(_parse(argv)) == 0, capsys.readouterr().err
     assert "attack embedding, image: leakage " in capsys.readouterr().out  # the summary says what the attack got
     original = manifest["base_fingerprint"]
@@ -134,14 +135,16 @@ def test_the_embedding_attack_inverts_the_original_models_images_of_the_concept(
     for seed in seeds:
         assert not set(embedding_attack.shot_seeds(seed, 4)) & set(embedding_attack.shot_seeds(erase_seed, 4))
     # per encoder, one inversion per draw: the control's first, from the very images the unlearned one gets
-    assert [fp == original for fp, _ in inverted] == [True, True, False, False]
+    assert [fp == original for fp, _, _ in inverted] == [True, True, False, False]
     assert np.array_equal(inverted[0][1], inverted[2][1]) and not np.array_equal(inverted[0][1], inverted[1][1])
+    assert {bound for _, _, bound in inverted} == {2.0}  # --attack-max-norm bounds every attacker
     attack = json.loads((out / "metrics.json").read_text())["attacks"]["embedding"]
-    assert [d["shot_seed"] for d in attack["budget"]["draws"]] == seeds
+    assert [d["shot_seed"] for d in attack["budget"]["draws"]] == seeds and attack["budget"]["max_norm"] == 2.0
     leakage = attack["image"]["leakage"]
     assert set(leakage) == {"value", "low", "high", "n"} and leakage["n"] == 2 * 4 * 2  # draws x prompts x seeds
     report = (out / "report.html").read_text()
     assert "<h2>Attacks</h2>" in report and f"for each of 2 attackers (S = {seeds[0]}, {seeds[1]})" in report
+    assert "held within 2 token-embedding lengths (a bounded attacker)" in report
 
 
 def test_interrupted_run_with_other_options_is_refused(checkpoint, tmp_path, capsys):
@@ -311,3 +314,6 @@ def test_more_seeds_per_prompt_narrow_the_plan(checkpoint, tiny_clip_dir, tmp_pa
     assert (out / "samples/image/original/zorbo/p00_s2.npy").is_file()
     with pytest.raises(ValueError, match="--seeds must be at least 1"):
         EvalConfig(seeds=0)
+    for bound in (0, -1, float("nan")):
+        with pytest.raises(ValueError, match="--attack-max-norm must be positive"):
+            EvalConfig(attack_max_norm=bound)
