@@ -1,8 +1,8 @@
 """Where the embedding attack wins: how far its token offset must reach, and which encoder outputs carry it.
 
-    python benchmarks/attack_reach.py CHECKPOINT --attack-seeds 0 1 2 [--radii 1 3]
+    python benchmarks/attack_reach.py CHECKPOINT --attack-seeds 0 1 2 [--radii 1 3] [--parts reach positions transfer]
 
-Two questions about the attack of `embedding_attack.py` on one erased encoder (one concept), for each attacker seed:
+Three questions about the attack of `embedding_attack.py` on one erased encoder (one concept), for each attacker seed:
 - **Reach.** The same attack (the same images, noise and 200 steps) with its offset held within a ball of r
   token-embedding lengths (`EmbeddingAttackConfig.max_norm`), for each r of `--radii`, beside the unbounded attack
   (the fixed budget). `--robust`'s inner attack searches a ball of `robust_radius` token lengths (default 1); the
@@ -11,6 +11,10 @@ Two questions about the attack of `embedding_attack.py` on one erased encoder (o
   concept token's own output position(s) ("token only"), or only at the positions after its last token (the end
   token and the padding, which read the token through the encoder's causal attention; "after only"). A text
   encoder can only block what reaches the UNet through positions it computes: the split says where it must.
+- **Transfer.** The unbounded attack's offset put through the original encoder: if the original draws the concept
+  there too, the attacker found a part of the original's way to the concept that the erase left open; if not, a
+  way the erase itself opened (the offset undoes the erase). Beside it, the attack run on the original encoder
+  (the control's offset) put through the erased one, and the cosine between the two offsets.
 
 Each run samples the concept's first `--prompts` suite prompts at `--seeds` sampling seeds (DPM-Solver++ 12 steps,
 guidance 6, as eval) and reads every image with the suite's detector; images with a hit, with Wilson intervals.
@@ -40,6 +44,7 @@ from t2v_unlearn.eval.suites import load_suite
 from t2v_unlearn.pipelines.generate import _generators, _to_uint8, sampler
 
 ROOT = Path(__file__).resolve().parent.parent
+PARTS = ("reach", "positions", "transfer")
 
 
 def position_masks(tokenizer, prompts: list[str], token_ids: list[int]) -> dict[str, torch.Tensor]:
@@ -91,6 +96,7 @@ def main():
     parser.add_argument("checkpoint", type=Path, help="an encoder folder written by `t2v-unlearn erase`")
     parser.add_argument("--attack-seeds", nargs="+", type=int, default=[0])
     parser.add_argument("--radii", nargs="*", type=float, default=[1.0, 3.0], help="token lengths; [] for none")
+    parser.add_argument("--parts", nargs="+", choices=PARTS, default=list(PARTS), help="what to measure")
     parser.add_argument("--prompts", type=int, default=4)
     parser.add_argument("--seeds", type=int, default=20, help="sampling seeds per prompt")
     parser.add_argument("--steps", type=int, default=12, help="DPM-Solver++ steps (the eval default)")
@@ -117,29 +123,49 @@ def main():
     for attack in attacker_draws(args.attack_seeds, manifest.config, steps=args.attack_steps):
         start = time.perf_counter()
         shots = attacker_shots(original, concept, attack)
-        run = {"attack_seed": attack.seed, "shot_seed": attack.shot_seed, "reach": {}, "positions": {}}
-        for radius in [*args.radii, None]:
+        run = {"attack_seed": attack.seed, "shot_seed": attack.shot_seed}
+        offset = None
+        for radius in [*args.radii, None] if "reach" in args.parts else [None]:
             bounded = dataclasses.replace(attack, max_norm=radius)
             offset, losses = invert_concept(pipe, pipe.text_encoder, concept, shots, bounded)
+            if "reach" not in args.parts:
+                break
             encodings = spliced_encodings(pipe.text_encoder, pipe.tokenizer, concept, offset, rows)
             key = "unbounded" if radius is None else f"{radius:g}"
-            run["reach"][key] = {**hits(detector, suite, concept, sample_embeddings(pipe, encodings["full"],
-                                                                                  row_seeds, args.steps)),
-                                 "offset_norm": round(float(offset.norm()), 3),
-                                 "final_loss": round(float(np.mean(losses[-20:])), 4)}  # fmt: skip
+            run.setdefault("reach", {})[key] = {
+                **hits(detector, suite, concept, sample_embeddings(pipe, encodings["full"], row_seeds, args.steps)),
+                "offset_norm": round(float(offset.norm()), 3), "final_loss": round(float(np.mean(losses[-20:])), 4),
+            }  # fmt: skip
             print(f"seed {attack.seed} reach {key}: {run['reach'][key]['hits']}/{len(rows)} "
                   f"(offset {run['reach'][key]['offset_norm']})", flush=True)  # fmt: skip
-        for name in ("token only", "after only"):  # the unbounded attack's encodings, spliced
-            run["positions"][name] = hits(detector, suite, concept, sample_embeddings(pipe, encodings[name],
-                                                                                      row_seeds, args.steps))
-            print(f"seed {attack.seed} {name}: {run['positions'][name]['hits']}/{len(rows)}", flush=True)
+        if "positions" in args.parts:  # the unbounded attack's encodings, spliced
+            encodings = spliced_encodings(pipe.text_encoder, pipe.tokenizer, concept, offset, rows)
+            for name in ("token only", "after only"):
+                images = sample_embeddings(pipe, encodings[name], row_seeds, args.steps)
+                run.setdefault("positions", {})[name] = hits(detector, suite, concept, images)
+                print(f"seed {attack.seed} {name}: {run['positions'][name]['hits']}/{len(rows)}", flush=True)
+        if "transfer" in args.parts:
+            control, _ = invert_concept(original, original.text_encoder, concept, shots, attack)
+            crossed = {"erased offset, original encoder": (original, offset),
+                       "original's offset, erased encoder": (pipe, control)}  # fmt: skip
+            cosine = torch.nn.functional.cosine_similarity(offset, control, dim=0)
+            run["transfer"] = {"cosine": round(float(cosine), 3),
+                               "offset_norms": {"erased": round(float(offset.norm()), 3),
+                                                "original": round(float(control.norm()), 3)}}  # fmt: skip
+            for name, (through, attacked) in crossed.items():
+                encoded = spliced_encodings(through.text_encoder, through.tokenizer, concept, attacked, rows)["full"]
+                images = sample_embeddings(through, encoded, row_seeds, args.steps)
+                run["transfer"][name] = hits(detector, suite, concept, images)
+                print(f"seed {attack.seed} {name}: {run['transfer'][name]['hits']}/{len(rows)}", flush=True)
         run["seconds"] = round(time.perf_counter() - start, 1)
         runs.append(run)
         images = len(rows) * len(runs)
-        pooled = {f"reach {key}": M.wilson_interval(sum(r["reach"][key]["hits"] for r in runs), images)
-                  for key in runs[0]["reach"]}  # fmt: skip
-        for key in runs[0]["positions"]:
-            pooled[key] = M.wilson_interval(sum(r["positions"][key]["hits"] for r in runs), images)
+        pooled = {}
+        for part in ("reach", "positions", "transfer"):
+            for key, first in runs[0].get(part, {}).items():
+                if isinstance(first, dict) and "hits" in first:
+                    name = {"reach": f"reach {key}", "positions": key}.get(part, f"{part}: {key}")
+                    pooled[name] = M.wilson_interval(sum(r[part][key]["hits"] for r in runs), images)
         token_length = float(pipe.text_encoder.get_input_embeddings().weight.norm(dim=-1).mean())
         result = {"machine": f"{platform.machine()}, {torch.get_num_threads()} threads",
                   "checkpoint": str(args.checkpoint), "concept": concept, "erase_steps": manifest.steps,

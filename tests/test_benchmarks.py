@@ -349,3 +349,26 @@ def test_the_random_restart_screen_keeps_the_strongest_of_its_starts(image_pipe)
         assert torch.equal(chosen, candidates[int(torch.tensor(losses).argmin())])
         length = model.get_input_embeddings().weight.norm(dim=-1).mean()
         assert all(c.norm() <= 4.0 * length * (1 + 1e-5) for c in candidates)
+
+
+def test_the_reach_benchmark_runs_end_to_end_and_pools_every_part(image_pipe, tmp_path):
+    """At reduced scale (2 attack steps, 1 prompt, 1 seed, 2 solver steps): every part writes its counts, the bounded
+    attacker's offset stays on its ball, and the pooled figures add up the runs."""
+    from t2v_unlearn.encoders import EraseConfig, erase_concept, save_checkpoint
+
+    config = EraseConfig(num_shots=2, shot_steps=2, max_steps=1, stop_rule="max-steps", batch_size=2)
+    result = erase_concept(image_pipe, ["zorbo"], config, progress=False)
+    folder, out = tmp_path / "zorbo", tmp_path / "reach.json"
+    save_checkpoint(folder, result, image_pipe.text_encoder, image_pipe.tokenizer, config, "tinyworld", {})
+    command = [sys.executable, str(ROOT / "benchmarks" / "attack_reach.py"), str(folder), "--attack-seeds", "0",
+               "--radii", "0.5", "--prompts", "1", "--seeds", "1", "--steps", "2", "--attack-steps", "2",
+               "--threads", "1", "--out", str(out)]  # fmt: skip
+    subprocess.run(command, check=True, capture_output=True, text=True)
+    report = json.loads(out.read_text())
+    (run,) = report["runs"]
+    assert set(run["reach"]) == {"0.5", "unbounded"} and set(run["positions"]) == {"token only", "after only"}
+    assert run["reach"]["0.5"]["offset_norm"] <= round(0.5 * report["token_length"], 3) + 1e-3
+    assert {"erased offset, original encoder", "original's offset, erased encoder"} <= set(run["transfer"])
+    assert -1 <= run["transfer"]["cosine"] <= 1
+    assert len(report["pooled"]) == 6 and all(figure["n"] == 1 for figure in report["pooled"].values())
+    assert report["pooled"]["reach unbounded"]["value"] == run["reach"]["unbounded"]["hits"]
