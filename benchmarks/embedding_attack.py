@@ -11,9 +11,10 @@ draws with the same images), then samples the concept's first `--prompts` suite 
 token at sampling seeds 0..`--seeds`-1 (eval's plan with `--seeds`) and reads each image with the suite's detector
 and label set, as eval does. With `--control`, the original encoder is attacked the same way (it must give way).
 Reports each seed's recovery and the pooled one with a Wilson interval over all images of all seeds (each image one
-draw; the per-seed spread is printed beside it). With `--video`, the same token also goes through the ModelScope-style
-pipeline (8 frames, the same prompts and seeds), every frame read: the frame hit rate with eval's interval, and the
-videos with a hit. Writes benchmarks/results/embedding_attack.json.
+draw), and beside it the interval that resamples attackers and then their prompts (`nested_cluster_bootstrap`, as
+eval's): attackers differ far more than one attacker's images do, so that is the one to read. With `--video`, the
+same token also goes through the ModelScope-style pipeline (8 frames, the same prompts and seeds), every frame read:
+the frame hit rate with eval's interval, and the videos with a hit. Writes benchmarks/results/embedding_attack.json.
 """
 
 from __future__ import annotations
@@ -163,7 +164,10 @@ def main():
                       f"(loss {run['final_loss']}, offset {run['offset_norm']})", flush=True)  # fmt: skip
             hits, images = sum(r["hits"] for r in runs), sum(r["images"] for r in runs)
             pooled = M.wilson_interval(hits, images)
-            entry["runs"][name] = {"per_seed": runs, "pooled": pooled}
+            # attackers differ far more than one attacker's prompts: the interval that resamples attackers too
+            groups = [np.array([[1.0] * h + [0.0] * (len(seeds) - h) for h in r["by_prompt"].values()]) for r in runs]
+            between = M.nested_cluster_bootstrap(groups)
+            entry["runs"][name] = {"per_seed": runs, "pooled": pooled, "pooled_between_attackers": between}
             if args.video:  # frames pooled over seeds; the interval over videos (frames of one video are not apart)
                 frames = sum(r["video"]["frames_with_the_concept"] for r in runs)
                 total = sum(r["video"]["frames"] for r in runs)
@@ -171,7 +175,8 @@ def main():
                                            sum(r["video"]["videos"] for r in runs))  # fmt: skip
                 entry["runs"][name]["video_pooled"] = {"frame_share": frames / total, "videos_with_a_hit": videos}
             print(f"{checkpoint.name} {name}: {hits}/{images} = {pooled['value']:.3f} [{pooled['low']:.3f}, "
-                  f"{pooled['high']:.3f}], per seed {[r['hits'] for r in runs]}", flush=True)  # fmt: skip
+                  f"{pooled['high']:.3f}] (resampling attackers too: [{between['low']:.3f}, {between['high']:.3f}]), "
+                  f"per seed {[r['hits'] for r in runs]}", flush=True)  # fmt: skip
         results[checkpoint.name] = entry
         budget = {k: v for k, v in attack.__dict__.items() if k not in ("seed", "shot_seed")}
         sampling = {"sampler": "dpm-solver", "steps": args.steps, "guidance": 6.0}

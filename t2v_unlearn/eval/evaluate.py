@@ -536,7 +536,8 @@ def embedding_attack_metrics(config: EvalConfig, suite: Suite, targets: list[str
     The token is inverted per encoder on the image pipeline (its UNet, 200 steps) from the same 4 images of the
     concept, the attacker's: the original model's, from seeds the erase never drew. It is then used for images and for
     videos of the target's suite prompts and seeds. `attack_draws` attackers (other images, other noise) are pooled,
-    each draw's prompts clusters of their own: one draw's recovery varies too much to stand alone.
+    the interval resampling attackers and then each one's prompts (`nested_cluster_bootstrap`): one draw's recovery
+    varies too much to stand alone, and its prompts are not independent of each other. `by_draw` has each one's.
     """
     from ..encoders.checkpoint import load_pipeline
     from .embedding_attack import attacker_draws, attacker_shots, generate_attacked, invert_concept
@@ -559,7 +560,7 @@ def embedding_attack_metrics(config: EvalConfig, suite: Suite, targets: list[str
     budget = {k: v for k, v in asdict(draws[0]).items() if k not in ("seed", "shot_seed")}
     out = {"budget": {**budget, "draws": [{"seed": a.seed, "shot_seed": a.shot_seed} for a in draws]}}
     for kind, (_, prompts, seeds) in plans.items():
-        figures = {}
+        figures, by_draw = {}, {}
         for encoder, path in encoders:
             pipe = (
                 pipes[encoder]
@@ -569,7 +570,7 @@ def embedding_attack_metrics(config: EvalConfig, suite: Suite, targets: list[str
                 )
             )
             pipe.set_progress_bar_config(disable=True)
-            rates = []  # one row per (target, draw, prompt): a draw's prompts are clusters of their own
+            rates = []  # per (target, draw): its (prompts, seeds) rates; the attacker is the top-level cluster
             for target, d in shots:
                 entry = suite.concepts[target]
                 with sampler(pipe, config.sampler):
@@ -580,9 +581,12 @@ def embedding_attack_metrics(config: EvalConfig, suite: Suite, targets: list[str
                 hits, _ = score_frames(detector, entry, suite.detector_templates[entry.category], list(samples),
                                        config.frames_scored)  # fmt: skip
                 rates.append(np.array([M.video_frame_rate(h) for h in hits]).reshape(len(prompts[target]), len(seeds)))
-            figures[encoder] = M.cluster_bootstrap(np.concatenate(rates), M.m_score, config.bootstrap_resamples,
-                                                   config.seed)  # fmt: skip
+            # attackers differ far more than one attacker's prompts do: resampled as clusters of their own
+            figures[encoder] = M.nested_cluster_bootstrap(rates, config.bootstrap_resamples, config.seed)
+            by_draw[encoder] = [round(float(r.mean()), 4) for r in rates]
         out[kind] = {"leakage": figures[UNLEARNED], "original": figures[ORIGINAL],
+                     "by_draw": [{"target": t, "seed": draws[d].seed, "leakage": by_draw[UNLEARNED][i],
+                                  "original": by_draw[ORIGINAL][i]} for i, (t, d) in enumerate(shots)],
                      "prompts": {t: ["<inverted token> in: " + p for p in prompts[t]] for t in targets}}  # fmt: skip
     return out
 

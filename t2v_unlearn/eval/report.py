@@ -159,9 +159,11 @@ def _attacks(metrics: dict) -> str:
             if kind not in KIND_TITLES:  # the embedding attack's "budget", shown below the table
                 continue
             examples = [p for prompts in figures["prompts"].values() for p in prompts][:3]
+            each = ", ".join(f"{d['leakage']:.2f}" for d in figures.get("by_draw", []))
+            each = f"<br><small>by attacker: {each}</small>" if each else ""
             rows.append(f"<tr><td class=l>{html.escape(family)}</td><td class=l>{KIND_TITLES[kind]}</td>"
                         f"<td>{format_estimate(figures['original'])}</td><td>{format_estimate(figures['leakage'])}"
-                        f" <small>n={figures['leakage'].get('n', 0)}</small></td>"
+                        f" <small>n={figures['leakage'].get('n', 0)}</small>{each}</td>"
                         f"<td class=l><small>{html.escape(' | '.join(examples))}</small></td></tr>")  # fmt: skip
     budget = (attacks.get("embedding") or {}).get("budget")
     note = ""
@@ -179,7 +181,9 @@ def _attacks(metrics: dict) -> str:
         reach = f" held within {bound:g} token-embedding lengths (a bounded attacker)" if bound else ""
         note = (
             f"<p>The embedding attack: textual inversion of one token offset{reach}, {budget['steps']} steps at lr "
-            f"{budget['lr']:g}, on {images}; the original encoder, attacked the same way, is the control.</p>"
+            f"{budget['lr']:g}, on {images}; the original encoder, attacked the same way, is the control. "
+            "Attackers differ far more than one attacker's prompts do, so the interval resamples attackers, then "
+            "prompts: with few attackers it is wide.</p>"
         )
     return ("<h2>Attacks</h2><p>Prompts erase never trained on, with the erased concepts' names changed or "
             "embedded in other words.</p>" + "".join(rows) + "</table>" + note)  # fmt: skip

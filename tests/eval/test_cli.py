@@ -142,9 +142,12 @@ def test_the_embedding_attack_inverts_the_original_models_images_of_the_concept(
     assert [d["shot_seed"] for d in attack["budget"]["draws"]] == seeds and attack["budget"]["max_norm"] == 2.0
     leakage = attack["image"]["leakage"]
     assert set(leakage) == {"value", "low", "high", "n"} and leakage["n"] == 2 * 4 * 2  # draws x prompts x seeds
+    each = attack["image"]["by_draw"]  # each attacker's own rate, and the pooled one their mean (equal plans)
+    assert [d["seed"] for d in each] == [a["seed"] for a in attack["budget"]["draws"]]
+    assert leakage["value"] == pytest.approx(np.mean([d["leakage"] for d in each]), abs=1e-3)
     report = (out / "report.html").read_text()
     assert "<h2>Attacks</h2>" in report and f"for each of 2 attackers (S = {seeds[0]}, {seeds[1]})" in report
-    assert "held within 2 token-embedding lengths (a bounded attacker)" in report
+    assert "held within 2 token-embedding lengths (a bounded attacker)" in report and "by attacker: " in report
 
 
 def test_interrupted_run_with_other_options_is_refused(checkpoint, tmp_path, capsys):

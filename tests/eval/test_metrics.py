@@ -78,6 +78,29 @@ def test_cluster_bootstrap_contains_value_shrinks_with_n_and_is_seeded():
     assert M.cluster_bootstrap(continuous, mean, 500, seed=4) != M.cluster_bootstrap(continuous, mean, 500)
 
 
+def test_the_nested_bootstrap_widens_when_groups_differ_and_pools_the_counts():
+    """Three attackers at 6%, 50% and 94% (4 prompts x 20 seeds each): resampling attackers gives an interval that
+    spans most of that range, where resampling the 12 prompts as if independent gives a narrow one. Alike groups
+    give about the prompt-level interval, never narrower than Wilson's; the value is the pooled rate."""
+    rng = np.random.default_rng(0)
+    apart = [(rng.random((4, 20)) < p).astype(float) for p in (0.06, 0.5, 0.94)]
+    nested = M.nested_cluster_bootstrap(apart, n_resamples=2000, seed=1)
+    flat = M.cluster_bootstrap(np.concatenate(apart), n_resamples=2000, seed=1)
+    assert nested["value"] == pytest.approx(np.concatenate(apart).mean()) and nested["n"] == 240
+    assert nested["low"] < 0.25 and nested["high"] > 0.75
+    assert flat["high"] - flat["low"] < 0.6 * (nested["high"] - nested["low"])
+    alike = [_rates(4, 20, 0.3, seed) for seed in range(3)]
+    together = M.nested_cluster_bootstrap(alike, n_resamples=2000, seed=1)
+    wilson = M.wilson_bounds(np.concatenate(alike).mean(), 240)
+    assert together["low"] <= wilson[0] and together["high"] >= wilson[1]
+    assert together["high"] - together["low"] < 0.3
+    unequal = [np.ones((2, 5)), np.zeros((4, 5))]  # 10 hits of 30 samples: the pooled count, not a mean of means
+    assert M.nested_cluster_bootstrap(unequal, n_resamples=50)["value"] == pytest.approx(1 / 3)
+    assert M.nested_cluster_bootstrap(apart, n_resamples=500, seed=2) == M.nested_cluster_bootstrap(apart, 500, 2)
+    with pytest.raises(ValueError, match="at least one group"):
+        M.nested_cluster_bootstrap([])
+
+
 def test_an_interval_is_never_narrower_than_the_wilson_interval_of_its_pooled_counts():
     # 4 prompts x 2 seeds that all behave alike: the bootstrap alone would say [1, 1] (or [0, 0])
     for rates in (np.ones((4, 2)), np.zeros((4, 2))):
