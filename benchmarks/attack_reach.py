@@ -1,8 +1,9 @@
 """Where the embedding attack wins: how far its token offset must reach, and which encoder outputs carry it.
 
     python benchmarks/attack_reach.py CHECKPOINT --attack-seeds 0 1 2 [--radii 1 3] [--parts reach positions transfer]
+    python benchmarks/attack_reach.py CHECKPOINT --parts random [--random-lengths 0 3 6 10]
 
-Three questions about the attack of `embedding_attack.py` on one erased encoder (one concept), for each attacker seed:
+Four questions about the attack of `embedding_attack.py` on one erased encoder (one concept), for each attacker seed:
 - **Reach.** The same attack (the same images, noise and 200 steps) with its offset held within a ball of r
   token-embedding lengths (`EmbeddingAttackConfig.max_norm`), for each r of `--radii`, beside the unbounded attack
   (the fixed budget). `--robust`'s inner attack searches a ball of `robust_radius` token lengths (default 1); the
@@ -15,6 +16,9 @@ Three questions about the attack of `embedding_attack.py` on one erased encoder 
   there too, the attacker found a part of the original's way to the concept that the erase left open; if not, a
   way the erase itself opened (the offset undoes the erase). Beside it, the attack run on the original encoder
   (the control's offset) put through the erased one, and the cosine between the two offsets.
+- **Random offsets** (`--parts random`, no attacker): each image's prompt with its own random offset of each of
+  `--random-lengths` token lengths (direction uniform), through the erased encoder and through the original. If the
+  erased one draws the concept no more than without an offset, the concept comes back only where an optimiser looks.
 
 Each run samples the concept's first `--prompts` suite prompts at `--seeds` sampling seeds (DPM-Solver++ 12 steps,
 guidance 6, as eval) and reads every image with the suite's detector; images with a hit, with Wilson intervals.
@@ -44,7 +48,7 @@ from t2v_unlearn.eval.suites import load_suite
 from t2v_unlearn.pipelines.generate import _generators, _to_uint8, sampler
 
 ROOT = Path(__file__).resolve().parent.parent
-PARTS = ("reach", "positions", "transfer")
+PARTS = ("reach", "positions", "transfer", "random")
 
 
 def position_masks(tokenizer, prompts: list[str], token_ids: list[int]) -> dict[str, torch.Tensor]:
@@ -84,6 +88,23 @@ def sample_embeddings(pipe, prompt_embeds: torch.Tensor, seeds: list[int], steps
     return _to_uint8(images)[:, None]
 
 
+def random_offset_encodings(text_encoder, tokenizer, concept: str, prompts: list[str], length: float,
+                            seed: int = 0) -> torch.Tensor:  # fmt: skip
+    """The prompts' encodings, each with its own random offset (direction uniform) of `length` token lengths on the
+    concept's tokens; the same directions for every encoder and length (one generator from `seed`)."""
+    token_ids = concept_token_ids(tokenizer, concept)
+    scale = text_encoder.get_input_embeddings().weight.detach().norm(dim=-1).mean()
+    generator = torch.Generator("cpu").manual_seed(seed)
+    rows = []
+    with torch.no_grad():
+        for prompt in prompts:
+            direction = torch.randn(text_encoder.config.hidden_size, generator=generator)
+            offset = (direction / direction.norm() * length * scale).to(text_encoder.device)
+            with token_offset(text_encoder, token_ids, offset):
+                rows.append(_encode(text_encoder, tokenizer, [prompt]))
+    return torch.cat(rows)
+
+
 def hits(detector, suite, concept: str, images: np.ndarray) -> dict:
     entry = suite.concepts[concept]
     found, _ = score_frames(detector, entry, suite.detector_templates[entry.category], list(images))
@@ -97,6 +118,8 @@ def main():
     parser.add_argument("--attack-seeds", nargs="+", type=int, default=[0])
     parser.add_argument("--radii", nargs="*", type=float, default=[1.0, 3.0], help="token lengths; [] for none")
     parser.add_argument("--parts", nargs="+", choices=PARTS, default=list(PARTS), help="what to measure")
+    parser.add_argument("--random-lengths", nargs="+", type=float, default=[0.0, 3.0, 6.0, 10.0],
+                        help="token lengths of the random offsets (--parts random)")  # fmt: skip
     parser.add_argument("--prompts", type=int, default=4)
     parser.add_argument("--seeds", type=int, default=20, help="sampling seeds per prompt")
     parser.add_argument("--steps", type=int, default=12, help="DPM-Solver++ steps (the eval default)")
@@ -119,8 +142,26 @@ def main():
     prompts = list(suite.concepts[concept].prompts[: args.prompts])
     seeds = list(range(args.seeds))
     rows, row_seeds = [p for p in prompts for _ in seeds], seeds * len(prompts)
+    token_length = float(pipe.text_encoder.get_input_embeddings().weight.detach().norm(dim=-1).mean())
+    result = {"machine": f"{platform.machine()}, {torch.get_num_threads()} threads",
+              "checkpoint": str(args.checkpoint), "concept": concept, "erase_steps": manifest.steps,
+              "robust_radius": manifest.config.get("robust_radius"), "token_length": round(token_length, 4),
+              "prompts": prompts, "seeds": len(seeds), "sampling": {"sampler": "dpm-solver", "steps": args.steps,
+              "guidance": 6.0}}  # fmt: skip
     runs = []
-    for attack in attacker_draws(args.attack_seeds, manifest.config, steps=args.attack_steps):
+    if "random" in args.parts:
+        randoms = {}
+        for name, through in (("erased", pipe), ("original", original)):
+            for length in args.random_lengths:
+                encoded = random_offset_encodings(through.text_encoder, through.tokenizer, concept, rows, length)
+                images = sample_embeddings(through, encoded, row_seeds, args.steps)
+                randoms[f"{name}, {length:g} token lengths"] = hits(detector, suite, concept, images)
+                print(f"random offsets, {name} encoder, {length:g} token lengths: "
+                      f"{randoms[f'{name}, {length:g} token lengths']['hits']}/{len(rows)}", flush=True)  # fmt: skip
+        result["random_offsets"] = randoms
+        write(args.out, result)
+    attacked = [p for p in args.parts if p != "random"]
+    for attack in attacker_draws(args.attack_seeds if attacked else [], manifest.config, steps=args.attack_steps):
         start = time.perf_counter()
         shots = attacker_shots(original, concept, attack)
         run = {"attack_seed": attack.seed, "shot_seed": attack.shot_seed}
@@ -166,16 +207,14 @@ def main():
                 if isinstance(first, dict) and "hits" in first:
                     name = {"reach": f"reach {key}", "positions": key}.get(part, f"{part}: {key}")
                     pooled[name] = M.wilson_interval(sum(r[part][key]["hits"] for r in runs), images)
-        token_length = float(pipe.text_encoder.get_input_embeddings().weight.norm(dim=-1).mean())
-        result = {"machine": f"{platform.machine()}, {torch.get_num_threads()} threads",
-                  "checkpoint": str(args.checkpoint), "concept": concept, "erase_steps": manifest.steps,
-                  "robust_radius": manifest.config.get("robust_radius"), "token_length": round(token_length, 4),
-                  "prompts": prompts, "seeds": len(seeds), "sampling": {"sampler": "dpm-solver", "steps": args.steps,
-                  "guidance": 6.0}, "runs": runs, "pooled": pooled}  # fmt: skip
-        out = Path(args.out)
-        out.parent.mkdir(parents=True, exist_ok=True)
-        out.write_text(json.dumps(result, indent=2) + "\n")
+        result.update(runs=runs, pooled=pooled)
+        write(args.out, result)
 
+
+def write(path: str | Path, result: dict) -> None:
+    out = Path(path)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(result, indent=2) + "\n")
 
 if __name__ == "__main__":
     main()

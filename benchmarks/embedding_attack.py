@@ -1,6 +1,7 @@
 """The embedding attack on erased encoders, at several attacker seeds: how much of its recovery is the attacker's draw.
 
     python benchmarks/embedding_attack.py CHECKPOINT [CHECKPOINT ...] --attack-seeds 0 1 2 [--control]
+    python benchmarks/embedding_attack.py --pool RESULT.json [RESULT.json ...] --out POOLED.json
 
 One draw of the attacker (its 4 images, the original model's samples of the concept from seeds the erase never
 drew, and its 200 steps' noise) decides much of what the attack recovers: one erase can hold against one draw and
@@ -78,6 +79,40 @@ def video_recovery(video_pipe, concept: str, offset, prompts, seeds, steps, dete
             "frame_hit_rate": M.cluster_bootstrap(rates)}  # fmt: skip
 
 
+def pooled_figures(runs: list[dict], seeds: int) -> dict:
+    """The attackers' images pooled: a Wilson interval over all images, and the interval that resamples attackers,
+    then their prompts (`nested_cluster_bootstrap`, as eval's): attackers differ far more than one attacker's
+    prompts do, so the second is the one to read."""
+    hits, images = sum(r["hits"] for r in runs), sum(r["images"] for r in runs)
+    groups = [np.array([[1.0] * h + [0.0] * (seeds - h) for h in r["by_prompt"].values()]) for r in runs]
+    return {"pooled": M.wilson_interval(hits, images), "pooled_between_attackers": M.nested_cluster_bootstrap(groups)}
+
+
+def pool_files(paths: list[Path]) -> dict:
+    """Results of several runs of this script, their attackers pooled per checkpoint and encoder: one attacker seed
+    may appear in one file only (or with the same counts in each)."""
+    merged = {}
+    for path in paths:
+        report = json.loads(path.read_text())
+        for checkpoint, entry in report["results"].items():
+            into = merged.setdefault(checkpoint, {**entry, "runs": {}, "files": []})
+            into["files"].append(str(path))
+            for name, run in entry["runs"].items():
+                seeds = into["runs"].setdefault(name, {"per_seed": []})["per_seed"]
+                for one in run["per_seed"]:
+                    same = [r for r in seeds if r["attack_seed"] == one["attack_seed"]]
+                    if same and same[0]["hits"] != one["hits"]:
+                        raise SystemExit(f"{path}: attack seed {one['attack_seed']} on {checkpoint} ({name}) gave "
+                                         f"{one['hits']} here and {same[0]['hits']} in another file")  # fmt: skip
+                    if not same:
+                        seeds.append(one)
+    for entry in merged.values():
+        for run in entry["runs"].values():
+            run["per_seed"].sort(key=lambda r: r["attack_seed"])
+            run.update(pooled_figures(run["per_seed"], entry["seeds"]))
+    return merged
+
+
 def sheet(shots: np.ndarray, samples: np.ndarray, flags: list[bool], per_row: int, columns: int = 10) -> np.ndarray:
     """A contact sheet to look at: the attacker's images on the first row, then per prompt the first `columns`
     attacked samples, each framed red where the detector read the concept and grey where it did not."""
@@ -101,7 +136,9 @@ def sheet(shots: np.ndarray, samples: np.ndarray, flags: list[bool], per_row: in
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("checkpoints", nargs="+", type=Path, help="encoder folders written by `t2v-unlearn erase`")
+    parser.add_argument("checkpoints", nargs="*", type=Path, help="encoder folders written by `t2v-unlearn erase`")
+    parser.add_argument("--pool", nargs="+", type=Path, metavar="JSON",
+                        help="instead: pool the attackers of earlier results of this script")  # fmt: skip
     parser.add_argument("--attack-seeds", nargs="+", type=int, default=[0, 1, 2])
     parser.add_argument("--control", action="store_true", help="also attack the original encoder")
     parser.add_argument("--prompts", type=int, default=4)
@@ -116,6 +153,19 @@ def main():
     parser.add_argument("--video", action="store_true",
                         help="also video frames: the same token through the ModelScope-style pipeline")  # fmt: skip
     args = parser.parse_args()
+    if args.pool:
+        merged = pool_files(args.pool)
+        for checkpoint, entry in merged.items():
+            for name, run in entry["runs"].items():
+                p, b = run["pooled"], run["pooled_between_attackers"]
+                print(f"{checkpoint} {name}: {sum(r['hits'] for r in run['per_seed'])}/{p['n']} = {p['value']:.3f}, "
+                      f"resampling attackers [{b['low']:.3f}, {b['high']:.3f}], per seed "
+                      f"{[(r['attack_seed'], r['hits']) for r in run['per_seed']]}")  # fmt: skip
+        Path(args.out).write_text(json.dumps({"pooled_from": [str(p) for p in args.pool], "results": merged},
+                                             indent=2, sort_keys=True) + "\n")  # fmt: skip
+        return
+    if not args.checkpoints:
+        parser.error("pass encoder folders to attack, or --pool JSON ...")
     if args.threads:
         torch.set_num_threads(args.threads)
     suite = load_suite("tinyworld")
@@ -162,12 +212,9 @@ def main():
                              "seconds": round(time.perf_counter() - start, 1)})  # fmt: skip
                 print(f"{checkpoint.name} {name} attack seed {seed}: {run['hits']}/{run['images']} "
                       f"(loss {run['final_loss']}, offset {run['offset_norm']})", flush=True)  # fmt: skip
+            entry["runs"][name] = {"per_seed": runs, **pooled_figures(runs, len(seeds))}
             hits, images = sum(r["hits"] for r in runs), sum(r["images"] for r in runs)
-            pooled = M.wilson_interval(hits, images)
-            # attackers differ far more than one attacker's prompts: the interval that resamples attackers too
-            groups = [np.array([[1.0] * h + [0.0] * (len(seeds) - h) for h in r["by_prompt"].values()]) for r in runs]
-            between = M.nested_cluster_bootstrap(groups)
-            entry["runs"][name] = {"per_seed": runs, "pooled": pooled, "pooled_between_attackers": between}
+            pooled, between = entry["runs"][name]["pooled"], entry["runs"][name]["pooled_between_attackers"]
             if args.video:  # frames pooled over seeds; the interval over videos (frames of one video are not apart)
                 frames = sum(r["video"]["frames_with_the_concept"] for r in runs)
                 total = sum(r["video"]["frames"] for r in runs)

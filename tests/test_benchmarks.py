@@ -354,6 +354,14 @@ def test_the_random_restart_screen_keeps_the_strongest_of_its_starts(image_pipe)
 def test_the_reach_benchmark_runs_end_to_end_and_pools_every_part(image_pipe, tmp_path):
     """At reduced scale (2 attack steps, 1 prompt, 1 seed, 2 solver steps): every part writes its counts, the bounded
     attacker's offset stays on its ball, and the pooled figures add up the runs."""
+    reach = _benchmark("attack_reach")
+    prompts = ["a picture of a zorbo", "a zorbo"]
+    encoder, tokenizer = image_pipe.text_encoder, image_pipe.tokenizer
+    first = reach.random_offset_encodings(encoder, tokenizer, "zorbo", prompts, 3.0)
+    assert torch.equal(first, reach.random_offset_encodings(encoder, tokenizer, "zorbo", prompts, 3.0))  # seeded
+    plain = reach.random_offset_encodings(encoder, tokenizer, "zorbo", prompts, 0.0)
+    assert torch.allclose(plain, reach._encode(encoder, tokenizer, prompts), atol=1e-6)
+    assert (first - plain).abs().amax(dim=(1, 2)).min() > 1e-2  # every prompt moved, each by its own offset
     from t2v_unlearn.encoders import EraseConfig, erase_concept, save_checkpoint
 
     config = EraseConfig(num_shots=2, shot_steps=2, max_steps=1, stop_rule="max-steps", batch_size=2)
@@ -362,9 +370,11 @@ def test_the_reach_benchmark_runs_end_to_end_and_pools_every_part(image_pipe, tm
     save_checkpoint(folder, result, image_pipe.text_encoder, image_pipe.tokenizer, config, "tinyworld", {})
     command = [sys.executable, str(ROOT / "benchmarks" / "attack_reach.py"), str(folder), "--attack-seeds", "0",
                "--radii", "0.5", "--prompts", "1", "--seeds", "1", "--steps", "2", "--attack-steps", "2",
-               "--threads", "1", "--out", str(out)]  # fmt: skip
+               "--random-lengths", "0", "3", "--threads", "1", "--out", str(out)]  # fmt: skip
     subprocess.run(command, check=True, capture_output=True, text=True)
     report = json.loads(out.read_text())
+    assert set(report["random_offsets"]) == {f"{e}, {n} token lengths" for e in ("erased", "original") for n in (0, 3)}
+    assert all(r["images"] == 1 and 0 <= r["hits"] <= 1 for r in report["random_offsets"].values())
     (run,) = report["runs"]
     assert set(run["reach"]) == {"0.5", "unbounded"} and set(run["positions"]) == {"token only", "after only"}
     assert run["reach"]["0.5"]["offset_norm"] <= round(0.5 * report["token_length"], 3) + 1e-3
@@ -372,3 +382,31 @@ def test_the_reach_benchmark_runs_end_to_end_and_pools_every_part(image_pipe, tm
     assert -1 <= run["transfer"]["cosine"] <= 1
     assert len(report["pooled"]) == 6 and all(figure["n"] == 1 for figure in report["pooled"].values())
     assert report["pooled"]["reach unbounded"]["value"] == run["reach"]["unbounded"]["hits"]
+
+
+def test_pooling_attack_results_merges_attackers_and_refuses_disagreeing_counts(tmp_path):
+    """Two files of `embedding_attack.py` on one checkpoint: their attackers pooled (a seed in both files counted
+    once), the pooled rate over all images, the interval resampling attackers wider than Wilson's; a seed whose
+    counts differ between the files is refused."""
+    bench = _benchmark("embedding_attack")
+
+    def run(seed, by_prompt):
+        return {"attack_seed": seed, "hits": sum(by_prompt.values()), "images": 20, "by_prompt": by_prompt}
+
+    def write(name, runs):
+        entry = {"concept": "diamond", "seeds": 10, "runs": {"unlearned": {"per_seed": runs}}}
+        (tmp_path / name).write_text(json.dumps({"results": {"dia": entry}}))
+        return tmp_path / name
+
+    a = write("a.json", [run(0, {"p": 10, "q": 9}), run(1, {"p": 0, "q": 1})])
+    b = write("b.json", [run(2, {"p": 5, "q": 5}), run(1, {"p": 0, "q": 1})])
+    merged = bench.pool_files([a, b])["dia"]["runs"]["unlearned"]
+    assert [r["attack_seed"] for r in merged["per_seed"]] == [0, 1, 2]
+    assert merged["pooled"]["value"] == pytest.approx(30 / 60) and merged["pooled"]["n"] == 60
+    between = merged["pooled_between_attackers"]
+    assert between["value"] == pytest.approx(0.5) and between["high"] - between["low"] > (
+        merged["pooled"]["high"] - merged["pooled"]["low"]
+    )
+    c = write("c.json", [run(1, {"p": 3, "q": 1})])
+    with pytest.raises(SystemExit, match="attack seed 1"):
+        bench.pool_files([a, c])
