@@ -82,10 +82,12 @@ def video_recovery(video_pipe, concept: str, offset, prompts, seeds, steps, dete
 def pooled_figures(runs: list[dict], seeds: int) -> dict:
     """The attackers' images pooled: a Wilson interval over all images, and the interval that resamples attackers,
     then their prompts (`nested_cluster_bootstrap`, as eval's): attackers differ far more than one attacker's
-    prompts do, so the second is the one to read."""
+    prompts do, so the second is the one to read; the third resamples prompts only, as eval did before."""
     hits, images = sum(r["hits"] for r in runs), sum(r["images"] for r in runs)
     groups = [np.array([[1.0] * h + [0.0] * (seeds - h) for h in r["by_prompt"].values()]) for r in runs]
-    return {"pooled": M.wilson_interval(hits, images), "pooled_between_attackers": M.nested_cluster_bootstrap(groups)}
+    return {"pooled": M.wilson_interval(hits, images), "pooled_between_attackers": M.nested_cluster_bootstrap(groups),
+            # eval's interval before the fifteenth session, for comparison: prompts resampled, attackers not
+            "pooled_prompts_only": M.cluster_bootstrap(np.concatenate(groups))}
 
 
 def pool_files(paths: list[Path]) -> dict:
