@@ -179,11 +179,13 @@ def _attacks(metrics: dict) -> str:
             images = "the pipeline's own 4 shots (an evaluation older than the attacker's own images)"
         bound = budget.get("max_norm")
         reach = f" held within {bound:g} token-embedding lengths (a bounded attacker)" if bound else ""
+        nested = any("by_draw" in figures for figures in attacks["embedding"].values() if isinstance(figures, dict))
+        interval = (" Attackers differ far more than one attacker's prompts do, so the interval resamples attackers, "
+                    "then prompts: with few attackers it is wide." if nested else "")  # fmt: skip
         note = (
             f"<p>The embedding attack: textual inversion of one token offset{reach}, {budget['steps']} steps at lr "
-            f"{budget['lr']:g}, on {images}; the original encoder, attacked the same way, is the control. "
-            "Attackers differ far more than one attacker's prompts do, so the interval resamples attackers, then "
-            "prompts: with few attackers it is wide.</p>"
+            f"{budget['lr']:g}, on {images}; the original encoder, attacked the same way, is the control."
+            f"{interval}</p>"
         )
     return ("<h2>Attacks</h2><p>Prompts erase never trained on, with the erased concepts' names changed or "
             "embedded in other words.</p>" + "".join(rows) + "</table>" + note)  # fmt: skip

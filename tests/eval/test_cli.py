@@ -148,6 +148,7 @@ def test_the_embedding_attack_inverts_the_original_models_images_of_the_concept(
     report = (out / "report.html").read_text()
     assert "<h2>Attacks</h2>" in report and f"for each of 2 attackers (S = {seeds[0]}, {seeds[1]})" in report
     assert "held within 2 token-embedding lengths (a bounded attacker)" in report and "by attacker: " in report
+    assert "the interval resamples attackers" in report
 
 
 def test_interrupted_run_with_other_options_is_refused(checkpoint, tmp_path, capsys):

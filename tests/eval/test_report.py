@@ -59,3 +59,21 @@ def test_line_plot_and_estimate_formatting():
     assert svg.count("<polyline") == 2 and svg.startswith("<svg")
     assert format_estimate({"value": 0.5, "low": 0.25, "high": 0.75, "n": 4}) == "0.50 [0.25, 0.75]"
     assert format_estimate({"value": None, "low": None, "high": None, "n": 0}) == "—"
+
+
+def test_the_attack_table_lists_each_attacker_and_says_how_its_interval_was_drawn():
+    """A metrics.json written since the nested interval lists each attacker's rate and says the interval resamples
+    attackers; an older one (no `by_draw`) is rendered without that claim."""
+    from t2v_unlearn.eval.report import _attacks
+
+    figures = {"leakage": {"value": 0.3, "low": 0.1, "high": 0.7, "n": 240},
+               "original": {"value": 0.99, "low": 0.96, "high": 1.0, "n": 240},
+               "prompts": {"diamond": ["a"]}}  # fmt: skip
+    budget = {"steps": 200, "lr": 5e-3, "num_shots": 4, "draws": [{"seed": 0, "shot_seed": 500}]}
+    now = {"attacks": {"embedding": {"budget": budget, "image": {**figures, "by_draw": [
+        {"target": "diamond", "seed": 0, "leakage": 0.675, "original": 1.0},
+        {"target": "diamond", "seed": 1, "leakage": 0.0625, "original": 0.96}]}}}}  # fmt: skip
+    before = {"attacks": {"embedding": {"budget": budget, "image": figures}}}
+    html_now, html_before = _attacks(now), _attacks(before)
+    assert "by attacker: 0.68, 0.06" in html_now and "the interval resamples attackers" in html_now
+    assert "by attacker" not in html_before and "resamples attackers" not in html_before
