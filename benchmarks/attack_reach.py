@@ -160,8 +160,8 @@ def main():
                       f"{randoms[f'{name}, {length:g} token lengths']['hits']}/{len(rows)}", flush=True)  # fmt: skip
         result["random_offsets"] = randoms
         write(args.out, result)
-    attacked = [p for p in args.parts if p != "random"]
-    for attack in attacker_draws(args.attack_seeds if attacked else [], manifest.config, steps=args.attack_steps):
+    attacking = any(p != "random" for p in args.parts)
+    for attack in attacker_draws(args.attack_seeds if attacking else [], manifest.config, steps=args.attack_steps):
         start = time.perf_counter()
         shots = attacker_shots(original, concept, attack)
         run = {"attack_seed": attack.seed, "shot_seed": attack.shot_seed}
@@ -193,20 +193,20 @@ def main():
             run["transfer"] = {"cosine": round(float(cosine), 3),
                                "offset_norms": {"erased": round(float(offset.norm()), 3),
                                                 "original": round(float(control.norm()), 3)}}  # fmt: skip
-            for name, (through, attacked) in crossed.items():
-                encoded = spliced_encodings(through.text_encoder, through.tokenizer, concept, attacked, rows)["full"]
+            for name, (through, moved) in crossed.items():
+                encoded = spliced_encodings(through.text_encoder, through.tokenizer, concept, moved, rows)["full"]
                 images = sample_embeddings(through, encoded, row_seeds, args.steps)
                 run["transfer"][name] = hits(detector, suite, concept, images)
                 print(f"seed {attack.seed} {name}: {run['transfer'][name]['hits']}/{len(rows)}", flush=True)
         run["seconds"] = round(time.perf_counter() - start, 1)
         runs.append(run)
-        images = len(rows) * len(runs)
+        total = len(rows) * len(runs)
         pooled = {}
         for part in ("reach", "positions", "transfer"):
             for key, first in runs[0].get(part, {}).items():
                 if isinstance(first, dict) and "hits" in first:
                     name = {"reach": f"reach {key}", "positions": key}.get(part, f"{part}: {key}")
-                    pooled[name] = M.wilson_interval(sum(r[part][key]["hits"] for r in runs), images)
+                    pooled[name] = M.wilson_interval(sum(r[part][key]["hits"] for r in runs), total)
         result.update(runs=runs, pooled=pooled)
         write(args.out, result)
 
