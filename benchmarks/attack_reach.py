@@ -2,8 +2,9 @@
 
     python benchmarks/attack_reach.py CHECKPOINT --attack-seeds 0 1 2 [--radii 1 3] [--parts reach positions transfer]
     python benchmarks/attack_reach.py CHECKPOINT --parts random [--random-lengths 0 3 6 10]
+    python benchmarks/attack_reach.py CHECKPOINT --attack-seeds 0 1 2 --radii --parts ray [--ray-lengths 1 2 4 6 8]
 
-Four questions about the attack of `embedding_attack.py` on one erased encoder (one concept), for each attacker seed:
+Five questions about the attack of `embedding_attack.py` on one erased encoder (one concept), for each attacker seed:
 - **Reach.** The same attack (the same images, noise and 200 steps) with its offset held within a ball of r
   token-embedding lengths (`EmbeddingAttackConfig.max_norm`), for each r of `--radii`, beside the unbounded attack
   (the fixed budget). `--robust`'s inner attack searches a ball of `robust_radius` token lengths (default 1); the
@@ -16,6 +17,11 @@ Four questions about the attack of `embedding_attack.py` on one erased encoder (
   there too, the attacker found a part of the original's way to the concept that the erase left open; if not, a
   way the erase itself opened (the offset undoes the erase). Beside it, the attack run on the original encoder
   (the control's offset) put through the erased one, and the cosine between the two offsets.
+- **Rays** (`--parts ray`): the directions of both offsets above (the erased encoder's attacker's, and the
+  attack on the original's), each scaled to every length of `--ray-lengths` token lengths, through the erased
+  encoder. The original's direction is where the concept grows stronger from its name: if the erased encoder draws
+  it far out along that ray but not near the name, the erase moved the concept outward rather than removing it,
+  and the attacker's way back is to overshoot.
 - **Random offsets** (`--parts random`, no attacker): each image's prompt with its own random offset of each of
   `--random-lengths` token lengths (direction uniform), through the erased encoder and through the original. If the
   erased one draws the concept no more than without an offset, the concept comes back only where an optimiser looks.
@@ -48,7 +54,7 @@ from t2v_unlearn.eval.suites import load_suite
 from t2v_unlearn.pipelines.generate import _generators, _to_uint8, sampler
 
 ROOT = Path(__file__).resolve().parent.parent
-PARTS = ("reach", "positions", "transfer", "random")
+PARTS = ("reach", "positions", "transfer", "random", "ray")
 
 
 def position_masks(tokenizer, prompts: list[str], token_ids: list[int]) -> dict[str, torch.Tensor]:
@@ -118,6 +124,8 @@ def main():
     parser.add_argument("--attack-seeds", nargs="+", type=int, default=[0])
     parser.add_argument("--radii", nargs="*", type=float, default=[1.0, 3.0], help="token lengths; [] for none")
     parser.add_argument("--parts", nargs="+", choices=PARTS, default=list(PARTS), help="what to measure")
+    parser.add_argument("--ray-lengths", nargs="+", type=float, default=[1.0, 2.0, 4.0, 6.0, 8.0],
+                        help="token lengths along each offset's direction (--parts ray)")  # fmt: skip
     parser.add_argument("--random-lengths", nargs="+", type=float, default=[0.0, 3.0, 6.0, 10.0],
                         help="token lengths of the random offsets (--parts random)")  # fmt: skip
     parser.add_argument("--prompts", type=int, default=4)
@@ -185,8 +193,10 @@ def main():
                 images = sample_embeddings(pipe, encodings[name], row_seeds, args.steps)
                 run.setdefault("positions", {})[name] = hits(detector, suite, concept, images)
                 print(f"seed {attack.seed} {name}: {run['positions'][name]['hits']}/{len(rows)}", flush=True)
-        if "transfer" in args.parts:
+        control = None
+        if "transfer" in args.parts or "ray" in args.parts:
             control, _ = invert_concept(original, original.text_encoder, concept, shots, attack)
+        if "transfer" in args.parts:
             crossed = {"erased offset, original encoder": (original, offset),
                        "original's offset, erased encoder": (pipe, control)}  # fmt: skip
             cosine = torch.nn.functional.cosine_similarity(offset, control, dim=0)
@@ -198,11 +208,21 @@ def main():
                 images = sample_embeddings(through, encoded, row_seeds, args.steps)
                 run["transfer"][name] = hits(detector, suite, concept, images)
                 print(f"seed {attack.seed} {name}: {run['transfer'][name]['hits']}/{len(rows)}", flush=True)
+        if "ray" in args.parts:  # both offsets' directions, at each length, through the erased encoder
+            for name, direction in (("original's direction", control), ("attacker's direction", offset)):
+                unit = direction / direction.norm().clamp_min(1e-12)
+                for length in args.ray_lengths:
+                    moved = unit * length * token_length
+                    encoded = spliced_encodings(pipe.text_encoder, pipe.tokenizer, concept, moved, rows)["full"]
+                    key = f"{name}, {length:g} token lengths"
+                    run.setdefault("ray", {})[key] = hits(detector, suite, concept,
+                                                          sample_embeddings(pipe, encoded, row_seeds, args.steps))
+                    print(f"seed {attack.seed} ray, {key}: {run['ray'][key]['hits']}/{len(rows)}", flush=True)
         run["seconds"] = round(time.perf_counter() - start, 1)
         runs.append(run)
         total = len(rows) * len(runs)
         pooled = {}
-        for part in ("reach", "positions", "transfer"):
+        for part in ("reach", "positions", "transfer", "ray"):
             for key, first in runs[0].get(part, {}).items():
                 if isinstance(first, dict) and "hits" in first:
                     name = {"reach": f"reach {key}", "positions": key}.get(part, f"{part}: {key}")

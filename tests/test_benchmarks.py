@@ -352,8 +352,8 @@ def test_the_random_restart_screen_keeps_the_strongest_of_its_starts(image_pipe)
 
 
 def test_the_reach_benchmark_runs_end_to_end_and_pools_every_part(image_pipe, tmp_path):
-    """At reduced scale (2 attack steps, 1 prompt, 1 seed, 2 solver steps): every part writes its counts, the bounded
-    attacker's offset stays on its ball, and the pooled figures add up the runs."""
+    """At reduced scale (2 attack steps, 1 prompt, 1 seed, 2 solver steps): every part (the rays too) writes its
+    counts, the bounded attacker's offset stays on its ball, and the pooled figures add up the runs."""
     reach = _benchmark("attack_reach")
     prompts = ["a picture of a zorbo", "a zorbo"]
     encoder, tokenizer = image_pipe.text_encoder, image_pipe.tokenizer
@@ -370,7 +370,8 @@ def test_the_reach_benchmark_runs_end_to_end_and_pools_every_part(image_pipe, tm
     save_checkpoint(folder, result, image_pipe.text_encoder, image_pipe.tokenizer, config, "tinyworld", {})
     command = [sys.executable, str(ROOT / "benchmarks" / "attack_reach.py"), str(folder), "--attack-seeds", "0",
                "--radii", "0.5", "--prompts", "1", "--seeds", "1", "--steps", "2", "--attack-steps", "2",
-               "--random-lengths", "0", "3", "--threads", "1", "--out", str(out)]  # fmt: skip
+               "--random-lengths", "0", "3", "--ray-lengths", "1", "4", "--threads", "1",
+               "--out", str(out)]  # fmt: skip
     subprocess.run(command, check=True, capture_output=True, text=True)
     report = json.loads(out.read_text())
     assert set(report["random_offsets"]) == {f"{e}, {n} token lengths" for e in ("erased", "original") for n in (0, 3)}
@@ -380,7 +381,9 @@ def test_the_reach_benchmark_runs_end_to_end_and_pools_every_part(image_pipe, tm
     assert run["reach"]["0.5"]["offset_norm"] <= round(0.5 * report["token_length"], 3) + 1e-3
     assert {"erased offset, original encoder", "original's offset, erased encoder"} <= set(run["transfer"])
     assert -1 <= run["transfer"]["cosine"] <= 1
-    assert len(report["pooled"]) == 6 and all(figure["n"] == 1 for figure in report["pooled"].values())
+    rays = {f"{d} direction, {n} token lengths" for d in ("original's", "attacker's") for n in (1, 4)}
+    assert set(run["ray"]) == rays and all(r["images"] == 1 for r in run["ray"].values())
+    assert len(report["pooled"]) == 10 and all(figure["n"] == 1 for figure in report["pooled"].values())
     assert report["pooled"]["reach unbounded"]["value"] == run["reach"]["unbounded"]["hits"]
 
 
@@ -410,3 +413,61 @@ def test_pooling_attack_results_merges_attackers_and_refuses_disagreeing_counts(
     c = write("c.json", [run(1, {"p": 3, "q": 1})])
     with pytest.raises(SystemExit, match="attack seed 1"):
         bench.pool_files([a, c])
+
+
+def test_projecting_the_readout_out_of_every_writer_leaves_only_the_embeddings_along_it(image_pipe):
+    """`readout_directions` gives orthonormal directions (in `means` mode orthogonal to the other concepts' centred
+    means); after `project_writers`, the residual stream's component along them at every position is the token and
+    position embedding's alone, even with an arbitrary vector in the concept's slot. The original encoder's is not."""
+    readout = _benchmark("linear_readout")
+    tokenizer, encoder = image_pipe.tokenizer, image_pipe.text_encoder
+    prompts = ["a red diamond", "a diamond in striped style", "a small diamond moving left"]
+    others = ["square", "circle", "star"]
+    for mode in readout.MODES:
+        directions, share = readout.readout_directions(encoder, tokenizer, "diamond", others, prompts, mode, 3)
+        assert directions.shape == (3, encoder.config.hidden_size)
+        assert torch.allclose(directions @ directions.T, torch.eye(3), atol=1e-5)
+        assert 0 < share[0] <= share[-1] <= 1 + 1e-6
+    edited = readout.project_writers(encoder, directions)
+    pairs = zip(edited.parameters(), encoder.parameters(), strict=True)
+    assert not any(p.data_ptr() == q.data_ptr() for p, q in pairs)
+    ids = tokenizer(prompts, padding="max_length", max_length=tokenizer.model_max_length, return_tensors="pt")
+    ids = ids.input_ids
+    slot = torch.randn(edited.config.hidden_size, generator=torch.Generator().manual_seed(0)) * 5
+    from t2v_unlearn.encoders.embedding import token_offset
+
+    with token_offset(edited, readout.concept_token_ids(tokenizer, "diamond"), slot), torch.no_grad():
+        embedded = edited.embeddings(input_ids=ids)
+        last = edited(ids, output_hidden_states=True).hidden_states[-1]
+    assert torch.allclose(last @ directions.T, embedded @ directions.T, atol=1e-3)
+    with torch.no_grad():
+        plain = encoder(ids, output_hidden_states=True).hidden_states[-1]
+        plain_embedded = encoder.embeddings(input_ids=ids)
+    assert (plain @ directions.T - plain_embedded @ directions.T).abs().max() > 0.1
+
+
+def test_the_far_offset_screen_adds_its_term_once_a_step_to_the_attacked_loss(image_pipe, monkeypatch):
+    """At reduced scale (3 robust steps): `shell_term`'s anchor loss adds the far-offset term once a step, on the call
+    after the inner attack, and leaves the other calls as the default computes them; its term is a positive distance
+    that the weight scales."""
+    from t2v_unlearn.encoders import EraseConfig, erase_concept
+    from t2v_unlearn.encoders import erase as erase_module
+
+    screen = _benchmark("strong_inner_attack")
+    default_anchor = erase_module.anchor_loss
+    attack, anchor, values = screen.shell_term(10.0, (2.0, 10.0))
+    added = []
+
+    def recorded(*args):
+        loss = anchor(*args)
+        added.append(float(loss - default_anchor(*args)))
+        return loss
+
+    monkeypatch.setattr(erase_module, "_inner_attack", attack)
+    monkeypatch.setattr(erase_module, "anchor_loss", recorded)
+    config = EraseConfig(num_shots=2, shot_steps=2, max_steps=3, stop_rule="max-steps", batch_size=2, robust=True)
+    erase_concept(image_pipe, ["square"], config, progress=False)
+    assert len(values) == 3 and all(v > 0 for v in values)
+    assert len(added) == 6  # the concept prompts' call, then the attacked prompts' call, each step
+    assert added[0::2] == [0.0, 0.0, 0.0]
+    assert added[1::2] == pytest.approx([10.0 * v for v in values], rel=1e-4)
