@@ -422,13 +422,32 @@ def test_projecting_the_readout_out_of_every_writer_leaves_only_the_embeddings_a
     readout = _benchmark("linear_readout")
     tokenizer, encoder = image_pipe.tokenizer, image_pipe.text_encoder
     prompts = ["a red diamond", "a diamond in striped style", "a small diamond moving left"]
-    others = ["square", "circle", "star"]
+    others, kept = ["square", "circle", "star"], ["a red square", "plimka running", "a circle in dotted style"]
     for mode in readout.MODES:
-        directions, share = readout.readout_directions(encoder, tokenizer, "diamond", others, prompts, mode, 3)
+        directions, share = readout.readout_directions(encoder, tokenizer, "diamond", others, prompts, mode, 3, kept)
         assert directions.shape == (3, encoder.config.hidden_size)
         assert torch.allclose(directions @ directions.T, torch.eye(3), atol=1e-5)
         assert 0 < share[0] <= share[-1] <= 1 + 1e-6
+    # the retained mode's first direction takes at least as much difference per unit of retained writing as any
+    written = readout.writer_sums(encoder, tokenizer, kept)
+    cost = written.T @ written / len(written)
+    cost = cost + 1e-3 * cost.diagonal().mean() * torch.eye(len(cost))
+    after = readout.position_masks(tokenizer, prompts, readout.concept_token_ids(tokenizer, "diamond"))["after"]
+    states = readout.residual_states(encoder, tokenizer, prompts)
+    swapped = torch.stack([readout.residual_states(encoder, tokenizer, [p.replace("diamond", o) for p in prompts])
+                           for o in others])  # fmt: skip
+    differences = (states - swapped.mean(0))[after.squeeze(-1)]
+
+    def ratio(d):
+        return float((differences @ d).pow(2).mean() / (d @ cost @ d))
+
+    best = readout.readout_directions(encoder, tokenizer, "diamond", others, prompts, "retained", 1, kept)[0][0]
+    plain = readout.readout_directions(encoder, tokenizer, "diamond", others, prompts, "plain", 1)[0][0]
+    assert ratio(best) >= ratio(plain) * (1 - 1e-3)
+    assert ratio(best) >= max(ratio(torch.nn.functional.normalize(torch.randn(len(cost)), dim=0)) for _ in range(5))
     edited = readout.project_writers(encoder, directions)
+    untouched = readout.project_writers(encoder, directions, strength=0.0)
+    assert all(torch.equal(p, q) for p, q in zip(untouched.parameters(), encoder.parameters(), strict=True))
     pairs = zip(edited.parameters(), encoder.parameters(), strict=True)
     assert not any(p.data_ptr() == q.data_ptr() for p, q in pairs)
     ids = tokenizer(prompts, padding="max_length", max_length=tokenizer.model_max_length, return_tensors="pt")
