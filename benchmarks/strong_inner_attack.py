@@ -3,6 +3,7 @@
     python benchmarks/strong_inner_attack.py --concept diamond --out runs/dia/dia-ti [--every 10] [--ti-steps 50]
     python benchmarks/strong_inner_attack.py --concept diamond --out runs/dia/dia-rr --restarts 3 --radius 6
     python benchmarks/strong_inner_attack.py --concept diamond --out runs/dia/dia-shell --shell 1.0 --max-steps 50
+    python benchmarks/strong_inner_attack.py --concept diamond --out runs/dia/dia-place --place 8 --max-steps 50
 
 The eval's embedding attack (textual inversion: Adam on a token offset, 200 steps from zero) brings a shape back
 after the default robust erase, whose inner attack takes 2 signed-gradient steps a step, warm-started, within one
@@ -22,11 +23,18 @@ With `--shell W` instead, the inner attack is the default one, and each step's a
 far-offset term (`shell_term`; it also swaps `anchor_loss`): the concept prompts, each with a random offset of
 `--shell-lengths` token lengths, must encode as the original encoder's anchor prompts do. `--max-steps N` runs
 exactly N steps, as the default robust shape erase does when its stop rule does not fire.
+
+With `--place K` instead, the inner attack searches the encoder alone (`place_search`): the concept is a place in
+the space its category shares after the name (`shape_place`, benchmarks/linear_readout.py), and the attacker's
+way back is a pocket 4-6 token lengths out that steers the encodings there. Each call runs `--place-steps` Adam steps
+from the warm start and K random offsets of `--shell-lengths` token lengths, all in one batch through the encoder
+(no UNet), and returns the offset that came closest to the concept's place; the outer step erases under it.
 """
 
 from __future__ import annotations
 
 import argparse
+import sys
 import time
 from pathlib import Path
 
@@ -37,6 +45,9 @@ from t2v_unlearn.encoders import erase as erase_module
 from t2v_unlearn.encoders.embedding import token_offset
 from t2v_unlearn.eval.embedding_attack import EmbeddingAttackConfig
 from t2v_unlearn.pipelines import load_pipeline
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from attack_reach import position_masks  # noqa: E402
 
 
 def restarting_attack(every: int, ti_steps: int, lr: float, seed: int = 0):
@@ -134,6 +145,71 @@ def shell_term(weight: float, lengths: tuple[float, float], seed: int = 0):
     return attack, anchor, values
 
 
+def shape_place(text_encoder, tokenizer, concept: str, others: list[str], prompts: list[str]):
+    """The category's shared space after the name, and the concept's place in it: the centred class means of the
+    final encodings at the positions after the name, for the prompts naming the concept and each other concept; returns
+    (directions (K, D), the concept's coordinates (K,), the mean (D,))."""
+    from t2v_unlearn.encoders.prompts import _replace_word
+
+    token_ids = erase_module.concept_token_ids(tokenizer, concept)
+    after = position_masks(tokenizer, prompts, token_ids)["after"].squeeze(-1)
+    means = []
+    with torch.no_grad():
+        for name in [concept, *others]:
+            encoded = erase_module._encode(text_encoder, tokenizer, [_replace_word(p, concept, name) for p in prompts])
+            means.append(encoded[after].mean(0))
+    means = torch.stack(means)
+    centre = means.mean(0)
+    directions = torch.linalg.svd(means - centre, full_matrices=False)[2][: len(others)]
+    return directions, directions @ (means[0] - centre), centre
+
+
+def place_search(directions: torch.Tensor, place: torch.Tensor, centre: torch.Tensor, starts: int, steps: int,
+                 lengths: tuple[float, float], lr: float, seed: int = 0):  # fmt: skip
+    """An `_inner_attack` that searches the encoder alone, not the UNet: from the warm start and `starts` random
+    offsets (direction uniform, length uniform in `lengths` token lengths), `steps` Adam steps each, all in one batch,
+    bring the step's prompts' encodings after the name to the concept's place in the category's shared space
+    (`shape_place`); it returns the offset that came closest. The outer step then erases under it through the UNet.
+    Returns the function and a list collecting each call's closest distance."""
+    generator = torch.Generator("cpu").manual_seed(seed)
+    distances = []
+
+    def attack(model, tokenizer, unet, scheduler, prompts, latents, noise, timesteps, concept_ids, start, config):
+        embeddings = model.get_input_embeddings()
+        scale = embeddings.weight.detach().norm(dim=-1).mean()
+        begin = [start.detach()]
+        for _ in range(starts):
+            direction = torch.randn(start.shape, generator=generator).to(start.device)
+            length = lengths[0] + (lengths[1] - lengths[0]) * torch.rand((), generator=generator).item()
+            begin.append(direction / direction.norm() * length * scale)
+        offsets = torch.stack(begin).clone().requires_grad_(True)  # (S, D): one offset per start, for all its prompts
+        rows = [p for _ in begin for p in prompts]
+        ids = tokenizer(rows, padding="max_length", max_length=tokenizer.model_max_length, truncation=True,
+                        return_tensors="pt").input_ids.to(start.device)  # fmt: skip
+        slot = torch.isin(ids, torch.tensor(concept_ids, device=ids.device)).unsqueeze(-1)
+        after = position_masks(tokenizer, rows, concept_ids)["after"].to(start.device)
+        owner = torch.arange(len(begin), device=start.device).repeat_interleave(len(prompts))
+        optimizer = torch.optim.Adam([offsets], lr=lr)
+        for _ in range(steps):
+            handle = embeddings.register_forward_hook(lambda m, i, out: out + slot * offsets[owner].unsqueeze(1))
+            try:
+                encoded = model(ids)[0]
+            finally:
+                handle.remove()
+            mean_after = (encoded * after).sum(1) / after.sum(1).clamp_min(1)
+            gap = ((mean_after - centre) @ directions.T - place).pow(2).sum(-1)  # per row
+            per_start = gap.reshape(len(begin), len(prompts)).mean(1)
+            optimizer.zero_grad(set_to_none=True)
+            (grad,) = torch.autograd.grad(per_start.sum(), offsets)
+            offsets.grad = grad
+            optimizer.step()
+        best = int(per_start.argmin())
+        distances.append(float(per_start[best].detach()))
+        return offsets[best].detach()
+
+    return attack, distances
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--concept", default="diamond")
@@ -148,17 +224,31 @@ def main():
     parser.add_argument("--restarts", type=int, help="random restarts per call instead of fresh inversions")
     parser.add_argument("--robust-lr", type=float, default=EraseConfig.robust_lr, help="the inner attack's step")
     parser.add_argument("--shots", type=int, default=EraseConfig.num_shots, help="images generated per concept")
+    parser.add_argument("--place", type=int, metavar="STARTS",
+                        help="instead: search the encoder alone for the concept's place (`place_search`), from the "
+                        "warm start and STARTS random offsets")  # fmt: skip
+    parser.add_argument("--place-steps", type=int, default=15, help="Adam steps of each place search")
+    parser.add_argument("--place-lr", type=float, default=2e-2, help="its learning rate")
     parser.add_argument("--max-steps", type=int, help="run exactly this many steps (stop rule 'max-steps')")
     parser.add_argument("--threads", type=int, help="torch threads (default: torch's choice)")
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
     pipe = load_pipeline("image", progress=False)
-    radius = args.radius or (EraseConfig.robust_radius if args.shell else 10.0)
+    radius = args.radius or (EraseConfig.robust_radius if args.shell or args.place else 10.0)
     steps = {"max_steps": args.max_steps, "stop_rule": "max-steps"} if args.max_steps else {}
     config = EraseConfig(robust=True, robust_radius=radius, robust_lr=args.robust_lr, num_shots=args.shots, **steps)
     values = []
-    if args.shell:
+    if args.place:
+        from t2v_unlearn.encoders.prompts import resolve_concepts
+        from t2v_unlearn.tinyworld.taxonomy import load_taxonomy
+
+        spec = resolve_concepts([args.concept], None, "tinyworld", variants=False)[0]
+        others = [n for n in load_taxonomy().names(spec.category) if n != spec.name]
+        place = shape_place(pipe.text_encoder, pipe.tokenizer, spec.name, others, list(spec.prompts))
+        erase_module._inner_attack, values = place_search(*place, args.place, args.place_steps,
+                                                          tuple(args.shell_lengths), args.place_lr)  # fmt: skip
+    elif args.shell:
         erase_module._inner_attack, erase_module.anchor_loss, values = shell_term(args.shell, args.shell_lengths)
     elif args.restarts:
         erase_module._inner_attack = random_restart_attack(args.restarts)
@@ -171,7 +261,7 @@ def main():
                     overwrite=True, extra={"screen": vars(args) | {"out": str(args.out)}})  # fmt: skip
     print(f"{args.concept}: {result.steps} steps ({result.stopped_by}) in {seconds:.0f} s -> {args.out}")
     if values:
-        print(f"far-offset term: first {values[0]:.4f}, last {values[-1]:.4f}")
+        print(f"{'place distance' if args.place else 'far-offset term'}: first {values[0]:.4f}, last {values[-1]:.4f}")
 
 
 if __name__ == "__main__":

@@ -490,3 +490,25 @@ def test_the_far_offset_screen_adds_its_term_once_a_step_to_the_attacked_loss(im
     assert len(added) == 6  # the concept prompts' call, then the attacked prompts' call, each step
     assert added[0::2] == [0.0, 0.0, 0.0]
     assert added[1::2] == pytest.approx([10.0 * v for v in values], rel=1e-4)
+
+
+def test_the_place_search_screen_steers_the_encodings_after_the_name_toward_a_place(image_pipe):
+    """`shape_place` gives the category's shared space (orthonormal directions, one fewer than the concepts) and the
+    concept's coordinates there; `place_search` moves the offset on the diamond's token so that the encodings after
+    it come closer to another place in that space, the closer the more steps it takes."""
+    screen = _benchmark("strong_inner_attack")
+    tokenizer, encoder = image_pipe.tokenizer, image_pipe.text_encoder
+    prompts = ["a picture of a diamond", "a red diamond in striped style", "a small diamond"]
+    others = ["square", "circle", "star"]
+    directions, place, centre = screen.shape_place(encoder, tokenizer, "diamond", others, prompts)
+    assert directions.shape == (3, encoder.config.hidden_size) and place.shape == (3,)
+    assert torch.allclose(directions @ directions.T, torch.eye(3), atol=1e-5)
+    ids = screen.erase_module.concept_token_ids(tokenizer, "diamond")
+    start = torch.zeros(encoder.config.hidden_size)
+    found = []
+    for steps in (1, 12):
+        attack, distances = screen.place_search(directions, place + 3.0, centre, 2, steps, (2.0, 4.0), 5e-2)
+        offset = attack(encoder, tokenizer, None, None, prompts, None, None, None, ids, start, None)
+        assert offset.shape == start.shape and len(distances) == 1
+        found.append(distances[0])
+    assert found[1] < found[0]
