@@ -131,12 +131,15 @@ def hit_count(pipe, text_encoder, detector, suite, concept: str, prompts: list[s
     return {"hits": int(sum(bool(h.any()) for h in found)), "images": len(found)}
 
 
-def measure(pipe, original, text_encoder, detector, suite, concept, others, args) -> dict:
-    """The concept's and the other concepts' hits through `text_encoder`, the retained prompts' move, the attack."""
-    spec = resolve_concepts([concept], None, "tinyworld", variants=False)[0]
-    kept = retain_prompts([spec])
+def retained_move(text_encoder, original_encoder, tokenizer, kept: list[str]) -> float:
+    """The mean squared change of the retained prompts' encodings."""
     with torch.no_grad():
-        moved = _encode(text_encoder, pipe.tokenizer, kept) - _encode(original.text_encoder, pipe.tokenizer, kept)
+        change = _encode(text_encoder, tokenizer, kept) - _encode(original_encoder, tokenizer, kept)
+    return round(float(change.pow(2).mean()), 6)
+
+
+def measure(pipe, original, text_encoder, detector, suite, concept, others, kept, args) -> dict:
+    """The concept's and the other concepts' hits through `text_encoder`, the retained prompts' move, the attack."""
     seeds = list(range(args.seeds))
     result = {
         "concept": hit_count(pipe, text_encoder, detector, suite, concept,
@@ -144,7 +147,7 @@ def measure(pipe, original, text_encoder, detector, suite, concept, others, args
         "others": {o: hit_count(pipe, text_encoder, detector, suite, o,
                                 list(suite.concepts[o].prompts[: args.other_prompts]),
                                 list(range(args.other_seeds)), args.steps) for o in others},
-        "retained_mse": round(float(moved.pow(2).mean()), 6),
+        "retained_mse": retained_move(text_encoder, original.text_encoder, pipe.tokenizer, kept),
         "attacks": [],
     }  # fmt: skip
     for attack in attacker_draws(args.attack_seeds, None, steps=args.attack_steps):
@@ -161,8 +164,13 @@ def main():
     parser.add_argument("--concept", default="diamond")
     parser.add_argument("--modes", nargs="+", choices=MODES, default=list(MODES))
     parser.add_argument("--ranks", nargs="*", type=int, default=[1, 2, 4])
-    parser.add_argument("--checkpoints", nargs="*", type=Path, default=[],
-                        help="erase checkpoints of the concept: how far each moved the retained prompts, to compare")
+    parser.add_argument(
+        "--checkpoints",
+        nargs="*",
+        type=Path,
+        default=[],
+        help="erase checkpoints of the concept: how far each moved the retained prompts, to compare",
+    )
     parser.add_argument("--attack-seeds", nargs="*", type=int, default=[0])
     parser.add_argument("--attack-steps", type=int, default=200, help="the attack's steps (the fixed budget: 200)")
     parser.add_argument("--prompts", type=int, default=4, help="the concept's suite prompts")
@@ -170,8 +178,12 @@ def main():
     parser.add_argument("--other-prompts", type=int, default=2, help="each other concept's suite prompts")
     parser.add_argument("--other-seeds", type=int, default=5, help="sampling seeds per other concept's prompt")
     parser.add_argument("--steps", type=int, default=12, help="DPM-Solver++ steps (the eval default)")
-    parser.add_argument("--strength", type=float, default=1.0, help="share of the writers' output along the "
-                        "directions taken away (1: all of it)")
+    parser.add_argument(
+        "--strength",
+        type=float,
+        default=1.0,
+        help="share of the writers' output along the directions taken away (1: all of it)",
+    )
     parser.add_argument("--no-baseline", action="store_true", help="skip the unedited encoder's row")
     parser.add_argument("--threads", type=int, help="torch threads (default: torch's choice)")
     parser.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "linear_readout.json"))
@@ -199,7 +211,7 @@ def main():
                                                                  others, prompts, mode, rank, kept)  # fmt: skip
             encoder = project_writers(original.text_encoder, directions, args.strength)
         pipe.text_encoder = encoder
-        row |= measure(pipe, original, encoder, detector, suite, spec.name, others, args)
+        row |= measure(pipe, original, encoder, detector, suite, spec.name, others, kept, args)
         row["seconds"] = round(time.perf_counter() - start, 1)
         rows.append(row)
         attacks = [(a["attack_seed"], a["hits"]) for a in row["attacks"]]
@@ -209,9 +221,7 @@ def main():
     moved = {}
     for checkpoint in args.checkpoints:  # the same figure for erases that trained
         erased = load_pipeline("image", text_encoder=checkpoint, progress=False).text_encoder
-        with torch.no_grad():
-            change = _encode(erased, pipe.tokenizer, kept) - _encode(original.text_encoder, pipe.tokenizer, kept)
-        moved[str(checkpoint)] = round(float(change.pow(2).mean()), 6)
+        moved[str(checkpoint)] = retained_move(erased, original.text_encoder, pipe.tokenizer, kept)
         print(f"{checkpoint}: retained MSE {moved[str(checkpoint)]:.6f}")
     result = {"machine": f"{platform.machine()}, {torch.get_num_threads()} threads", "concept": spec.name,
               "others": others, "command": " ".join(sys.argv), "plan": {k: str(v) if isinstance(v, Path) else v

@@ -216,10 +216,16 @@ def main():
     parser.add_argument("--out", type=Path, required=True, help="the checkpoint folder to write")
     parser.add_argument("--every", type=int, default=10, help="inner-attack calls between two fresh inversions")
     parser.add_argument("--ti-steps", type=int, default=50, help="Adam steps of each fresh inversion")
-    parser.add_argument("--radius", type=float,
-                        help="the inner attack's reach, token lengths (default 10; with --shell, the erase's own)")
-    parser.add_argument("--shell", type=float, help="instead: the default inner attack, and this weight of the "
-                        "far-offset anchor term (`shell_term`)")
+    parser.add_argument(
+        "--radius",
+        type=float,
+        help="the inner attack's reach, token lengths (default 10; with --shell, the erase's own)",
+    )
+    parser.add_argument(
+        "--shell",
+        type=float,
+        help="instead: the default inner attack, and this weight of the far-offset anchor term (`shell_term`)",
+    )
     parser.add_argument("--shell-lengths", nargs=2, type=float, default=[2.0, 10.0], help="its offsets' lengths")
     parser.add_argument("--restarts", type=int, help="random restarts per call instead of fresh inversions")
     parser.add_argument("--robust-lr", type=float, default=EraseConfig.robust_lr, help="the inner attack's step")
