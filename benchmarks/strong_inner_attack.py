@@ -169,8 +169,9 @@ def place_search(directions: torch.Tensor, place: torch.Tensor, centre: torch.Te
     """An `_inner_attack` that searches the encoder alone, not the UNet: from the warm start and `starts` random
     offsets (direction uniform, length uniform in `lengths` token lengths), `steps` Adam steps each, all in one batch,
     bring the step's prompts' encodings after the name to the concept's place in the category's shared space
-    (`shape_place`); it returns the offset that came closest. The outer step then erases under it through the UNet.
-    Returns the function and a list collecting each call's closest distance."""
+    (`shape_place`); it returns the offset of the start that came closest (as measured before its last step, after
+    which it is returned). The outer step then erases under it through the UNet. Returns the function and a list
+    collecting each call's closest distance."""
     generator = torch.Generator("cpu").manual_seed(seed)
     distances = []
 
