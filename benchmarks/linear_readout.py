@@ -55,22 +55,14 @@ ROOT = Path(__file__).resolve().parent.parent
 MODES = ("plain", "means", "retained")
 
 
-def residual_states(text_encoder, tokenizer, prompts: list[str]) -> torch.Tensor:
-    """The last layer's output before the final layer norm, (N, L, D)."""
+def residual_states(text_encoder, tokenizer, prompts: list[str], written: bool = False) -> torch.Tensor:
+    """The last layer's output before the final layer norm, (N, L, D); with `written`, less the embeddings: what the
+    layers wrote into the residual stream, which `project_writers` edits (the embeddings it leaves as they are)."""
     ids = tokenizer(prompts, padding="max_length", max_length=tokenizer.model_max_length, truncation=True,
                     return_tensors="pt").input_ids.to(text_encoder.device)  # fmt: skip
     with torch.no_grad():
-        return text_encoder(ids, output_hidden_states=True).hidden_states[-1]
-
-
-def writer_sums(text_encoder, tokenizer, prompts: list[str]) -> torch.Tensor:
-    """What the layers wrote into the residual stream, (N * L, D): the last layer's output less the embeddings, which
-    `project_writers` leaves as they are."""
-    ids = tokenizer(prompts, padding="max_length", max_length=tokenizer.model_max_length, truncation=True,
-                    return_tensors="pt").input_ids.to(text_encoder.device)  # fmt: skip
-    with torch.no_grad():
-        written = text_encoder(ids, output_hidden_states=True).hidden_states[-1] - text_encoder.embeddings(ids)
-    return written.reshape(-1, written.shape[-1])
+        states = text_encoder(ids, output_hidden_states=True).hidden_states[-1]
+        return states - text_encoder.embeddings(ids) if written else states
 
 
 def readout_directions(text_encoder, tokenizer, concept: str, others: list[str], prompts: list[str], mode: str,
@@ -87,7 +79,7 @@ def readout_directions(text_encoder, tokenizer, concept: str, others: list[str],
         span = torch.linalg.svd(means - means.mean(0, keepdim=True), full_matrices=False)[2][: len(others) - 1]
         differences = differences - differences @ span.T @ span
     elif mode == "retained":  # most of the difference per unit of what the edit takes from the retained prompts
-        written = writer_sums(text_encoder, tokenizer, retained or [""])
+        written = residual_states(text_encoder, tokenizer, retained or [""], written=True).flatten(0, 1)
         cost = written.T @ written / len(written)
         cost = cost + 1e-3 * cost.diagonal().mean() * torch.eye(len(cost))  # a ridge: every direction costs a little
         values, vectors = torch.linalg.eigh(cost)

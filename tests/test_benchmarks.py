@@ -429,7 +429,7 @@ def test_projecting_the_readout_out_of_every_writer_leaves_only_the_embeddings_a
         assert torch.allclose(directions @ directions.T, torch.eye(3), atol=1e-5)
         assert 0 < share[0] <= share[-1] <= 1 + 1e-6
     # the retained mode's first direction takes at least as much difference per unit of retained writing as any
-    written = readout.writer_sums(encoder, tokenizer, kept)
+    written = readout.residual_states(encoder, tokenizer, kept, written=True).flatten(0, 1)
     cost = written.T @ written / len(written)
     cost = cost + 1e-3 * cost.diagonal().mean() * torch.eye(len(cost))
     after = readout.position_masks(tokenizer, prompts, readout.concept_token_ids(tokenizer, "diamond"))["after"]
