@@ -53,6 +53,7 @@ from torch.utils._pytree import tree_leaves
 
 from t2v_unlearn.encoders import EraseConfig, erase_concept, load_text_encoder, save_checkpoint
 from t2v_unlearn.encoders.checkpoint import versions
+from t2v_unlearn.encoders.erase import CHECK_TIMESTEPS, SHOT_STEPS
 from t2v_unlearn.pipelines import generate as generate_module
 from t2v_unlearn.pipelines.load import load_pipeline
 from t2v_unlearn.pipelines.standins import build_standin, parameter_counts, save_standin
@@ -61,6 +62,8 @@ ROOT = Path(__file__).resolve().parent.parent
 
 GIB = 1024**3
 DEFAULTS = EraseConfig()
+# where the defaults depend on the concept's category, the costliest category's (objects'): an upper bound
+DEFAULT_SHOT_STEPS, DEFAULT_CHECK_TIMESTEPS = max(SHOT_STEPS.values()), max(CHECK_TIMESTEPS.values())
 GOAL_PEAK_GIB, GOAL_SECONDS = 8.0, 30.0
 PUBLISHED_STEPS = 10  # Fuchi & Takagi: 4-5 epochs over 4 images at batch 2, about 8-10 optimiser steps
 
@@ -423,7 +426,7 @@ def _erase_costs(pipe, erased, calls: UNetCalls, start: float, config: EraseConf
         "shot_unet_batch": generation[0]["batch"],
         "shot_unet_seconds_per_call": round(_per_call(generation), 3),
         "shots_fixed_seconds": round(timings["shots"] - _per_call(generation) * len(generation), 3),
-        "default_shot_unet_calls": _scheduler_calls(pipe, DEFAULTS.shot_steps),
+        "default_shot_unet_calls": _scheduler_calls(pipe, DEFAULT_SHOT_STEPS),
         "check_unet_batch": setup_checks[0]["batch"],
         "check_seconds_run": round(check_seconds, 3),
         "setup_fixed_seconds": round(timings["setup"] - check_seconds * len(setup_checks), 3),
@@ -438,12 +441,12 @@ def _erase_costs(pipe, erased, calls: UNetCalls, start: float, config: EraseConf
 def _extrapolate(result: dict) -> dict:
     """Erase and video cost at the default settings, linear in UNet calls and in stop-rule batch size."""
     costs, phases = result["erase_costs"], result["phases"]
-    check_default = costs["check_seconds_run"] * DEFAULTS.eval_timesteps / costs["eval_timesteps_run"]
+    check_default = costs["check_seconds_run"] * DEFAULT_CHECK_TIMESTEPS / costs["eval_timesteps_run"]
     shots = costs["shots_fixed_seconds"] + costs["shot_unet_seconds_per_call"] * costs["default_shot_unet_calls"]
     setup = costs["setup_fixed_seconds"] + costs["setup_checks"] * check_default
     load = phases.get("image_load", phases["image_build"])["seconds"]
     video_load = phases.get("video_load", phases["video_build"])["seconds"]
-    out = {"assumptions": f"shots at {DEFAULTS.shot_steps} denoising steps, stop rule on {DEFAULTS.eval_timesteps} "
+    out = {"assumptions": f"shots at {DEFAULT_SHOT_STEPS} denoising steps, stop rule on {DEFAULT_CHECK_TIMESTEPS} "
            f"timesteps per shot checked every {DEFAULTS.check_every} steps, UNet cost linear in calls and in batch; "
            f"video at {result['video_costs']['default_steps']} steps; load = "
            f"{'load_pipeline from fp16 files' if 'image_load' in phases else 'building the stand-in'}"}  # fmt: skip
@@ -505,7 +508,7 @@ def flop_budget(config: BenchConfig) -> dict:
             "shot_unet_call_batch8": count(lambda: unet_call(2 * shots)),
             "vae_decode_image": count(lambda: vae.decode(torch.randn(1, 4, size, size))),
             "vae_encode_image": count(lambda: vae.encode(torch.randn(1, 3, 8 * size, 8 * size))),
-            "check_unet_call_default": count(lambda: unet_call(shots * DEFAULTS.eval_timesteps)),
+            "check_unet_call_default": count(lambda: unet_call(shots * DEFAULT_CHECK_TIMESTEPS)),
             "train_unet_fwd_bwd_batch4": count(lambda: unet_call(batch, grad=True)),
             "train_encoder_fwd_bwd": count(lambda: encoder_step(batch + DEFAULTS.preserve_batch)),
             "video_unet_call_batch2": count(lambda: unet3d(torch.randn(2, 4, config.frames, frames_size, frames_size),
@@ -514,7 +517,7 @@ def flop_budget(config: BenchConfig) -> dict:
         }  # fmt: skip
     base = get_base(config.image_base)
     scheduler = getattr(diffusers, base.scheduler_class).from_config(base.scheduler)
-    scheduler.set_timesteps(DEFAULTS.shot_steps)
+    scheduler.set_timesteps(DEFAULT_SHOT_STEPS)
     shot_calls = len(scheduler.timesteps)  # PNDM, SD 2.1-base's own scheduler, adds one call
     shots_total = shot_calls * per["shot_unet_call_batch8"] + shots * (
         per["vae_decode_image"] + per["vae_encode_image"]
@@ -642,9 +645,9 @@ def parse_args(argv=None) -> tuple[BenchConfig, Path | None]:
     config = BenchConfig(
         device=args.device,
         dtype=args.dtype or ("float16" if gpu else "float32"),
-        steps=args.steps or (DEFAULTS.shot_steps if gpu else 2),
+        steps=args.steps or (DEFAULT_SHOT_STEPS if gpu else 2),
         opt_steps=args.opt_steps or (PUBLISHED_STEPS if gpu else 2),
-        eval_timesteps=args.eval_timesteps or (DEFAULTS.eval_timesteps if gpu else 1),
+        eval_timesteps=args.eval_timesteps or (DEFAULT_CHECK_TIMESTEPS if gpu else 1),
         frames=args.frames,
         image_base=args.image_base,
         video_base=args.video_base,

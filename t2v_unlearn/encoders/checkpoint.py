@@ -73,7 +73,8 @@ class Manifest:
     prompts: dict[str, list[str]] = _field("an object", "concept -> its training prompts", default_factory=dict)
     config: dict = _field("an object", "the full EraseConfig (`EraseConfig.to_dict()`)", default_factory=dict)
     resolved: dict = _field("an object", "what ran where the config left the choice to the concepts' categories "
-                            "(robust, robust_handle, variant_contexts, gap_ratio; `EraseResult.resolved`)",
+                            "(robust, robust_handle, variant_contexts, gap_ratio, shot_steps, eval_timesteps; "
+                            "`EraseResult.resolved`)",
                             default_factory=dict)  # fmt: skip
     base_model: str | None = _field("a string", "the base pipeline erase ran on", default=None)
     base_fingerprint: str = _field("a string", "`encoder_fingerprint` of the base text encoder")

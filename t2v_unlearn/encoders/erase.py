@@ -94,7 +94,12 @@ class EraseConfig:
     lora_rank: int = field(default=4, metadata={"help": "LoRA rank for trainable=lora (alpha = rank)"})
     num_shots: int = field(default=4, metadata={"help": "images generated per concept when no folder is given"})
     images: str | None = field(default=None, metadata={"help": "folder of real images of the concept"})
-    shot_steps: int = field(default=12, metadata={"help": "denoising steps for generating the shots"})
+    shot_steps: int | None = field(
+        default=None,
+        metadata={"help": "denoising steps for generating the shots; default: 8 for characters, 12 otherwise (in 8 a "
+                          "shape shows less often, and a style erased from them gave way to the embedding attack "
+                          "more; docs/BENCHMARKS.md, seventeenth session)"},
+    )  # fmt: skip
     shot_sampler: str = field(
         default="dpm-solver",
         metadata={"help": "'dpm-solver' (DPM-Solver++ multistep), 'unipc' (both good in 10-15 steps) or 'pipeline'"},
@@ -136,7 +141,12 @@ class EraseConfig:
                           "of the loss with an empty prompt: the prompt tells the UNet less than no prompt at all"},
     )  # fmt: skip
     check_every: int = field(default=5, metadata={"help": "steps between two checks of the stop rule"})
-    eval_timesteps: int = field(default=4, metadata={"help": "fixed timesteps per shot in the stop-rule check"})
+    eval_timesteps: int | None = field(
+        default=None,
+        metadata={"help": "fixed timesteps per shot in the stop-rule check; default: 2 for characters, 4 otherwise "
+                          "(with 2 a style's rule fired early; docs/BENCHMARKS.md, fourteenth and seventeenth "
+                          "sessions)"},
+    )  # fmt: skip
     preserve_weight: float = field(default=1.0, metadata={"help": "weight of the preservation term; 0 disables"})
     preserve_batch: int = field(default=16, metadata={"help": "retained prompts per step in the preservation term"})
     category: str | None = field(default=None, metadata={"help": "object, style or id; default: looked up"})
@@ -185,8 +195,11 @@ class EraseConfig:
             raise ValueError(f"trainable must be one of {TRAINABLE_PRESETS}, got {self.trainable!r}")
         if self.stop_rule not in STOP_RULES:
             raise ValueError(f"stop_rule must be one of {STOP_RULES}, got {self.stop_rule!r}")
-        if min(self.num_shots, self.batch_size, self.max_steps, self.check_every, self.eval_timesteps) < 1:
-            raise ValueError("num_shots, batch_size, max_steps, check_every and eval_timesteps must be at least 1")
+        counts = (self.num_shots, self.batch_size, self.max_steps, self.check_every, self.eval_timesteps,
+                  self.shot_steps)  # fmt: skip
+        if min(n for n in counts if n is not None) < 1:
+            raise ValueError("num_shots, batch_size, max_steps, check_every, eval_timesteps and shot_steps must be at "
+                             "least 1")  # fmt: skip
         if self.stop_ratio < 0:  # 0 stops at the first check
             raise ValueError(f"stop_ratio must not be negative, got {self.stop_ratio}")
         self.betas = tuple(self.betas)
@@ -211,12 +224,15 @@ class EraseResult:
     robust: bool = False  # whether it erased under the inner attack (`robust_for`)
     robust_handle: str | None = None  # the inner attack's handle, when robust (`attack_handle`)
     variant_contexts: int = 1  # sentences each spelling variant was trained in (`spelling_contexts`)
+    shot_steps: int | None = None  # the shots' solver steps, when the pipeline drew them (`shot_steps_for`)
+    eval_timesteps: int | None = None  # the stop-rule check set's timesteps per shot, when it had one
 
     def resolved(self) -> dict:
         """What the run chose where its config leaves the choice to the concepts' categories (the None fields of
         `EraseConfig`): unlearn.json records it, since the config alone does not say what ran."""
-        return {"robust": self.robust, "robust_handle": self.robust_handle,
-                "variant_contexts": self.variant_contexts, "gap_ratio": self.gap_ratio}  # fmt: skip
+        return {"robust": self.robust, "robust_handle": self.robust_handle, "variant_contexts": self.variant_contexts,
+                "gap_ratio": self.gap_ratio, "shot_steps": self.shot_steps,
+                "eval_timesteps": self.eval_timesteps}  # fmt: skip
 
 
 # --- shots -------------------------------------------------------------------------------------------------
@@ -244,14 +260,17 @@ def load_image_folder(folder: str | Path, size: int) -> np.ndarray:
     return np.stack(images)
 
 
-def generate_shots(pipe: DiffusionPipeline, concept: ConceptSpec, config: EraseConfig) -> np.ndarray:
-    """`num_shots` images of a concept from the pipeline itself, from its prompt templates and fixed seeds."""
+def generate_shots(pipe: DiffusionPipeline, concept: ConceptSpec, config: EraseConfig,
+                   steps: int | None = None) -> np.ndarray:  # fmt: skip
+    """`num_shots` images of a concept from the pipeline itself, from its prompt templates and fixed seeds, in `steps`
+    solver steps (default: `config.shot_steps`, else the concept's category's, `shot_steps_for`)."""
     from ..pipelines.generate import generate_images, sampler
 
     prompts = [concept.prompts[i % len(concept.prompts)] for i in range(config.num_shots)]
     seeds = [config.seed + 1000 * i for i in range(config.num_shots)]
+    steps = steps or shot_steps_for(config, [concept])
     with sampler(pipe, config.shot_sampler):
-        return generate_images(pipe, prompts, seeds, steps=config.shot_steps, guidance=config.shot_guidance)
+        return generate_images(pipe, prompts, seeds, steps=steps, guidance=config.shot_guidance)
 
 
 @torch.no_grad()
@@ -458,6 +477,28 @@ def robust_for(config: EraseConfig, specs: list[ConceptSpec]) -> bool:
     return config.objective == "anchor" and any(s.category in ROBUST_CATEGORIES for s in specs)
 
 
+# the shots' solver steps by category: a shape shows in 88 of 96 shots at 12 steps and 82 at 8; characters show as
+# often at 8, and all five erase on the same steps, as far, at the same cost to the others; two of five styles
+# stopped 5 steps earlier, and one of them then gave way to the embedding attack more (docs/BENCHMARKS.md, fourteenth
+# and seventeenth sessions)
+SHOT_STEPS = {"object": 12, "style": 12, "id": 8}
+# the stop-rule check set's timesteps per shot by category: at 2, a style's rule fired at step 15 instead of 20, with
+# 1.6x the change on retained prompts; the characters' rules fire where they do at 4 (docs/BENCHMARKS.md)
+CHECK_TIMESTEPS = {"object": 4, "style": 4, "id": 2}
+
+
+def shot_steps_for(config: EraseConfig, specs: list[ConceptSpec]) -> int:
+    """`config.shot_steps`, else the most of the concepts' categories' defaults (`SHOT_STEPS`)."""
+    return config.shot_steps if config.shot_steps is not None else max(SHOT_STEPS[s.category] for s in specs)
+
+
+def check_timesteps_for(config: EraseConfig, specs: list[ConceptSpec]) -> int:
+    """`config.eval_timesteps`, else the most of the concepts' categories' defaults (`CHECK_TIMESTEPS`)."""
+    if config.eval_timesteps is not None:
+        return config.eval_timesteps
+    return max(CHECK_TIMESTEPS[s.category] for s in specs)
+
+
 def gap_threshold(config: EraseConfig, specs: list[ConceptSpec]) -> float:
     """The anchor-gap rule's threshold: `config.gap_ratio`, else the strictest default of the concepts' categories."""
     return config.gap_ratio if config.gap_ratio is not None else min(GAP_RATIOS[s.category] for s in specs)
@@ -483,14 +524,15 @@ def _erase(pipe, concepts, config: EraseConfig, progress: bool, shots) -> EraseR
     # 1. shots: the user's images, given ones, or generated by the pipeline itself; VAE-encoded once
     start = time.perf_counter()
     size = _sample_size(pipe)
-    shot_images, latents, concept_of = {}, [], []
+    shot_images, latents, concept_of, drawn = {}, [], [], None
     for index, spec in enumerate(specs):
         if shots is not None and spec.name in shots:
             images = shots[spec.name]
         elif config.images is not None:
             images = load_image_folder(Path(config.images) / spec.name if len(specs) > 1 else config.images, size)
         else:
-            images = generate_shots(pipe, spec, config)
+            drawn = shot_steps_for(config, specs)  # one count for the run: the most its concepts' categories need
+            images = generate_shots(pipe, spec, config, drawn)
         shot_images[spec.name] = images
         encoded = encode_shots(pipe, images, flip=config.images is not None)
         latents.append(encoded)
@@ -530,7 +572,8 @@ def _erase(pipe, concepts, config: EraseConfig, progress: bool, shots) -> EraseR
             anchor_hidden = [_encode(base_encoder, tokenizer, list(spec.anchor_prompts)).float() for spec in specs]
             concept_hidden = [_encode(base_encoder, tokenizer, list(spec.prompts)).float() for spec in specs]
         if check or gap_check:  # every shot at fixed timesteps and noise, each row with one of its concept's prompts
-            check_t = torch.linspace(0, num_train_timesteps - 1, config.eval_timesteps + 2)[1:-1].long()
+            timesteps_per_shot = check_timesteps_for(config, specs)
+            check_t = torch.linspace(0, num_train_timesteps - 1, timesteps_per_shot + 2)[1:-1].long()
             check_latents = latents.repeat_interleave(len(check_t), 0)
             check_timesteps = check_t.repeat(len(latents)).to(device)
             # its own generator: whether a rule checks does not change the optimisation's draws
@@ -685,4 +728,6 @@ def _erase(pipe, concepts, config: EraseConfig, progress: bool, shots) -> EraseR
         robust=robust,
         robust_handle=attack_handle(config, specs) if robust else None,
         variant_contexts=spelling_contexts(config, specs),
+        shot_steps=drawn,
+        eval_timesteps=check_timesteps_for(config, specs) if check or gap_check else None,
     )

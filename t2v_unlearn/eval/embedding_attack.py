@@ -45,6 +45,12 @@ class EmbeddingAttackConfig:
     seed: int = field(default=0, metadata={"help": "seeds the noise, timesteps and prompts of each step"})
     num_shots: int = field(default=4, metadata={"help": "the attacker's images of the concept"})
     shot_seed: int = field(default=ATTACK_SHOT_SEED, metadata={"help": "the shots' seeds: shot_seed + 1000 i"})
+    shot_steps: int = field(
+        default=12,
+        metadata={"help": "solver steps of the attacker's images: 12 for every category, as erase drew its shots "
+                          "until its defaults came to depend on the category (seventeenth session), so that the "
+                          "instrument does not move with the method"},
+    )  # fmt: skip
     max_norm: float | None = field(
         default=None,
         metadata={"help": "a bounded attacker: the offset is held within this many token-embedding lengths (the mean "
@@ -94,7 +100,7 @@ def _spec(pipe, concept: str):
 def attacker_shots(original_pipe, concept: str, config: EmbeddingAttackConfig) -> np.ndarray:
     """The attacker's images of `concept`: `config.num_shots` samples of its prompts from the original pipeline (whose
     encoder still draws the concept; an unlearned one would draw the anchor), from the attack's own seeds."""
-    erase_like = EraseConfig(seed=config.shot_seed, num_shots=config.num_shots)
+    erase_like = EraseConfig(seed=config.shot_seed, num_shots=config.num_shots, shot_steps=config.shot_steps)
     return generate_shots(original_pipe, _spec(original_pipe, concept), erase_like)
 
 

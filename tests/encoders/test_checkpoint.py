@@ -73,8 +73,10 @@ def test_manifest_records_what_the_category_defaults_resolved_to(erased, erased_
     # the config leaves robust, the attack's handle and the variant sentences to the category (None): the manifest
     # says what ran, a character's plain erase and a shape's robust one under every spelling
     for (_, folder), expected in zip((erased, erased_lora), (
-        {"robust": False, "robust_handle": None, "variant_contexts": 1, "gap_ratio": None},
-        {"robust": True, "robust_handle": "spellings", "variant_contexts": 3, "gap_ratio": None},
+        {"robust": False, "robust_handle": None, "variant_contexts": 1, "gap_ratio": None, "shot_steps": 2,
+         "eval_timesteps": None},
+        {"robust": True, "robust_handle": "spellings", "variant_contexts": 3, "gap_ratio": None, "shot_steps": 2,
+         "eval_timesteps": None},
     ), strict=True):  # fmt: skip
         manifest = json.loads((folder / "unlearn.json").read_text())
         assert manifest["config"]["robust"] is None and manifest["config"]["robust_handle"] is None

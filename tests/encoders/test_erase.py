@@ -327,6 +327,27 @@ def test_the_gap_rule_threshold_follows_the_category_unless_given():
     assert gap_threshold(EraseConfig(gap_ratio=0.3), [shape]) == 0.3
 
 
+def test_the_shots_steps_and_the_check_set_follow_the_category_unless_given(image_pipe):
+    from t2v_unlearn.encoders.erase import check_timesteps_for, shot_steps_for
+    from t2v_unlearn.encoders.prompts import resolve_concepts
+
+    shape, character, style = resolve_concepts(["square", "zorbo", "striped"], None, "tinyworld")
+    assert [shot_steps_for(EraseConfig(), [c]) for c in (shape, character, style)] == [12, 8, 12]
+    assert [check_timesteps_for(EraseConfig(), [c]) for c in (shape, character, style)] == [4, 2, 4]
+    assert shot_steps_for(EraseConfig(), [character, shape]) == 12  # the most of the concepts'
+    assert check_timesteps_for(EraseConfig(), [character, style]) == 4
+    assert shot_steps_for(EraseConfig(shot_steps=5), [shape]) == 5  # given: it wins
+    assert check_timesteps_for(EraseConfig(eval_timesteps=3), [character]) == 3
+    # what ran is recorded: the shots drawn in the character's 8 steps, its check set at 2 timesteps per shot
+    quick = {**FAST, "stop_rule": "anchor-gap", "shot_steps": None, "max_steps": 1, "check_every": 1}
+    result = erase_concept(image_pipe, ["zorbo"], EraseConfig(**quick), progress=False)
+    assert result.resolved()["shot_steps"] == 8 and result.resolved()["eval_timesteps"] == 2
+    given = {"zorbo": result.shots["zorbo"]}  # shots handed in: none drawn
+    assert erase_concept(image_pipe, ["zorbo"], EraseConfig(**quick), progress=False, shots=given).shot_steps is None
+    with pytest.raises(ValueError, match="at least 1"):
+        EraseConfig(shot_steps=0)
+
+
 def test_the_progress_bar_ends_where_the_gap_rule_should_fire():
     from t2v_unlearn.encoders.erase import predicted_end
 

@@ -112,7 +112,7 @@ def test_the_embedding_attack_inverts_the_original_models_images_of_the_concept(
     real_shots, real_invert = embedding_attack.generate_shots, embedding_attack.invert_concept
 
     def spy_shots(pipe, spec, config):
-        drawn.append((encoder_fingerprint(pipe.text_encoder), config.seed, config.num_shots))
+        drawn.append((encoder_fingerprint(pipe.text_encoder), config.seed, config.num_shots, config.shot_steps))
         return real_shots(pipe, spec, config)
 
     def short_invert(pipe, text_encoder, concept, shots, config):
@@ -129,9 +129,10 @@ def test_the_embedding_attack_inverts_the_original_models_images_of_the_concept(
     assert run_eval(_parse(argv)) == 0, capsys.readouterr().err
     assert "attack embedding, image: leakage " in capsys.readouterr().out  # the summary says what the attack got
     original = manifest["base_fingerprint"]
-    assert len(drawn) == 2 and {by for by, _, _ in drawn} == {original}  # two attackers' images, by the original
-    seeds = [seed for _, seed, _ in drawn]
-    assert len(set(seeds)) == 2 and all(count == 4 for _, _, count in drawn)
+    assert len(drawn) == 2 and {by for by, *_ in drawn} == {original}  # two attackers' images, by the original
+    seeds = [seed for _, seed, *_ in drawn]
+    assert len(set(seeds)) == 2 and all(count == 4 for _, _, count, _ in drawn)
+    assert {steps for *_, steps in drawn} == {12}  # the instrument's, whatever the erase's default for the category
     for seed in seeds:
         assert not set(embedding_attack.shot_seeds(seed, 4)) & set(embedding_attack.shot_seeds(erase_seed, 4))
     # per encoder, one inversion per draw: the control's first, from the very images the unlearned one gets
