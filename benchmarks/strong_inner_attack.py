@@ -24,6 +24,13 @@ far-offset term (`shell_term`; it also swaps `anchor_loss`): the concept prompts
 `--shell-lengths` token lengths, must encode as the original encoder's anchor prompts do. `--max-steps N` runs
 exactly N steps, as the default robust shape erase does when its stop rule does not fire.
 
+With `--latent-layer K` instead, the inner attack is the default one, but its offset is added to the residual stream
+after layer K, at the concept's tokens, not to their input embeddings (latent adversarial training: Casper et al.
+2024; Sheshadri et al. 2024). An attacker's token must recreate, somewhere in the layers, the state that draws the
+concept; an erase that holds under offsets of that state holds against every input that reaches it. `--radius` and
+`--robust-lr` are still in token lengths: a shape's state after layer 1 lies 15-24 from the other shapes' (0.45 at
+the input, 2.8 token lengths).
+
 With `--place K` instead, the inner attack searches the encoder alone (`place_search`): the concept is a place in
 the space its category shares after the name (`shape_place`, benchmarks/linear_readout.py), and the attacker's
 way back is a pocket 4-6 token lengths out that steers the encodings there. Each call runs `--place-steps` Adam steps
@@ -34,6 +41,7 @@ from the warm start and K random offsets of `--shell-lengths` token lengths, all
 from __future__ import annotations
 
 import argparse
+import contextlib
 import sys
 import time
 from pathlib import Path
@@ -104,6 +112,31 @@ def random_restart_attack(restarts: int, seed: int = 0):
         return best
 
     return attack
+
+
+def latent_offset(layer: int):
+    """A stand-in for `token_offset` whose offset is added to the output of the encoder's layer `layer` (the residual
+    stream) at the positions of the concept's tokens, found from the input ids by a hook on the input embedding."""
+
+    @contextlib.contextmanager
+    def offset_after_layer(text_encoder, token_ids: list[int], offset: torch.Tensor):
+        ids, state = torch.tensor(token_ids), {}
+
+        def find(module, inputs, output):
+            state["mask"] = torch.isin(inputs[0], ids.to(inputs[0].device)).unsqueeze(-1)
+
+        def add(module, inputs, output):
+            return output + state["mask"].to(output.dtype) * offset.to(output.dtype)
+
+        handles = [text_encoder.get_input_embeddings().register_forward_hook(find),
+                   text_encoder.get_submodule("encoder.layers")[layer].register_forward_hook(add)]  # fmt: skip
+        try:
+            yield
+        finally:
+            for handle in handles:
+                handle.remove()
+
+    return offset_after_layer
 
 
 def shell_term(weight: float, lengths: tuple[float, float], seed: int = 0):
@@ -236,13 +269,16 @@ def main():
                         "warm start and STARTS random offsets")  # fmt: skip
     parser.add_argument("--place-steps", type=int, default=15, help="Adam steps of each place search")
     parser.add_argument("--place-lr", type=float, default=2e-2, help="its learning rate")
+    parser.add_argument("--latent-layer", type=int, metavar="K",
+                        help="instead: the default inner attack, its offset added after layer K (`latent_offset`)")
     parser.add_argument("--max-steps", type=int, help="run exactly this many steps (stop rule 'max-steps')")
     parser.add_argument("--threads", type=int, help="torch threads (default: torch's choice)")
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
     pipe = load_pipeline("image", progress=False)
-    radius = args.radius or (EraseConfig.robust_radius if args.shell or args.place else 10.0)
+    radius = args.radius or (EraseConfig.robust_radius if args.shell or args.place or args.latent_layer is not None
+                             else 10.0)  # fmt: skip
     steps = {"max_steps": args.max_steps, "stop_rule": "max-steps"} if args.max_steps else {}
     config = EraseConfig(robust=True, robust_radius=radius, robust_lr=args.robust_lr, num_shots=args.shots, **steps)
     values = []
@@ -255,6 +291,8 @@ def main():
         place = shape_place(pipe.text_encoder, pipe.tokenizer, spec.name, others, list(spec.prompts))
         erase_module._inner_attack, values = place_search(*place, args.place, args.place_steps,
                                                           tuple(args.shell_lengths), args.place_lr)  # fmt: skip
+    elif args.latent_layer is not None:  # the default attack and the attacked prompts' encoding, both offset there
+        erase_module.token_offset = latent_offset(args.latent_layer)
     elif args.shell:
         erase_module._inner_attack, erase_module.anchor_loss, values = shell_term(args.shell, args.shell_lengths)
     elif args.restarts:

@@ -512,3 +512,27 @@ def test_the_place_search_screen_steers_the_encodings_after_the_name_toward_a_pl
         assert offset.shape == start.shape and len(distances) == 1
         found.append(distances[0])
     assert found[1] < found[0]
+
+
+def test_the_latent_screen_offsets_the_residual_stream_after_its_layer_at_the_concepts_tokens_only(image_pipe):
+    screen = _benchmark("strong_inner_attack")
+    tokenizer, encoder = image_pipe.tokenizer, image_pipe.text_encoder
+    ids = tokenizer(["a red diamond in striped style"], padding="max_length", max_length=77,
+                    return_tensors="pt").input_ids  # fmt: skip
+    concept = screen.erase_module.concept_token_ids(tokenizer, "diamond")
+    at = torch.isin(ids[0], torch.tensor(concept))
+    offset = torch.randn(encoder.config.hidden_size)
+    layers, seen = encoder.get_submodule("encoder.layers"), []
+    watch = layers[2].register_forward_pre_hook(lambda module, inputs: seen.append(inputs[0][0].clone()))
+    try:
+        with torch.no_grad():
+            clean = encoder(ids)[0]
+            with screen.latent_offset(1)(encoder, concept, offset):
+                moved = encoder(ids)[0]
+            after = encoder(ids)[0]  # the hooks are gone
+    finally:
+        watch.remove()
+    torch.testing.assert_close(seen[1][at], seen[0][at] + offset)  # what layer 2 reads: layer 1's output, offset
+    torch.testing.assert_close(seen[1][~at], seen[0][~at])  # at the name only
+    assert not torch.allclose(moved[0, ~at], clean[0, ~at])  # later positions read the name's state
+    torch.testing.assert_close(after, clean)
