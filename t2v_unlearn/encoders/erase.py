@@ -483,7 +483,7 @@ def robust_for(config: EraseConfig, specs: list[ConceptSpec]) -> bool:
 # and seventeenth sessions)
 SHOT_STEPS = {"object": 12, "style": 12, "id": 8}
 # the stop-rule check set's timesteps per shot by category: at 2, a style's rule fired at step 15 instead of 20, with
-# 1.6x the change on retained prompts; the characters' rules fire where they do at 4 (docs/BENCHMARKS.md)
+# 1.6x the change on retained prompts, while all five characters' rules fire at 2 where they do at 4 (BENCHMARKS.md)
 CHECK_TIMESTEPS = {"object": 4, "style": 4, "id": 2}
 
 
