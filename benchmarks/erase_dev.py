@@ -67,6 +67,8 @@ VARIANTS = {
     "to-circle": {"anchor": "circle"},
     "to-something": {"anchor": "something"},  # the previous object anchor: draws a random shape, the erased one too
     "to-heart": {"anchor": "heart"},
+    "to-checkered": {"anchor": "checkered", "max_steps": 50},  # the style fallback candidate (seventeenth session)
+    "to-outlined": {"anchor": "outlined", "max_steps": 50},  # the style fallback until then
     "to-triangle": {"anchor": "triangle"},
     "to-circle-p0.3": {"anchor": "circle", "preserve_weight": 0.3},
     "gap0.1": {"gap_ratio": 0.1, "max_steps": 50},
