@@ -41,7 +41,9 @@ TEMPLATES = ("tinyworld", "literature")  # the prompt families a registry entry 
 # named shape: TinyWorld draws a random shape for "something", the erased one among them (1 in 8); triangle because
 # both models draw it most faithfully, in images and video frames (benchmarks/anchor_choice.py)
 TINYWORLD_ANCHORS = {"object": "triangle", "style": "solid", "id": "something"}
-TINYWORLD_FALLBACKS = {"object": "cross", "style": "outlined"}  # the anchor's own anchor, when it is erased itself
+# the anchor's own anchor, when it is erased itself: solid erased to outlined came back under the embedding attack in
+# 148 of 480 images (six attackers), to checkered in 62 (docs/BENCHMARKS.md, seventeenth session)
+TINYWORLD_FALLBACKS = {"object": "cross", "style": "checkered"}
 LITERATURE_ANCHORS = {"object": "an object", "style": "a painting", "id": "a person"}
 
 

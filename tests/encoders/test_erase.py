@@ -225,11 +225,11 @@ def test_anchor_prompts_replace_the_concept_and_its_variants(image_pipe):
 
 def test_default_anchors_are_a_faithfully_drawn_shape_and_never_the_concept():
     """Shapes go to triangle (drawn faithfully by both models, benchmarks/anchor_choice.py), triangle itself to
-    cross; styles to solid (outlined for solid); characters to `something`."""
+    cross; styles to solid (checkered for solid); characters to `something`."""
     from t2v_unlearn.encoders.prompts import resolve_concepts
 
     anchors = {s.name: s.anchor for s in resolve_concepts(["square", "triangle", "solid", "zorbo"], None, "tinyworld")}
-    assert anchors == {"square": "triangle", "triangle": "cross", "solid": "outlined", "zorbo": "something"}
+    assert anchors == {"square": "triangle", "triangle": "cross", "solid": "checkered", "zorbo": "something"}
     (spec,) = resolve_concepts(["circle"], None, "tinyworld")
     assert all("triangle" in a and "circle" not in a for a in spec.anchor_prompts)
 
