@@ -73,8 +73,8 @@ VARIANTS = {
     "to-circle-p0.3": {"anchor": "circle", "preserve_weight": 0.3},
     "gap0.1": {"gap_ratio": 0.1, "max_steps": 50},
     "ts4": {"eval_timesteps": 4},  # a stop-rule check set half as large: 4 timesteps per shot
-    # the defaults before the seventeenth session, which made them depend on the category (12 and 4 for objects; 8
-    # and 4 for styles; 8 and 2 for characters)
+    # the defaults before the seventeenth session, which made them depend on the category (12 and 4 for objects and
+    # styles, as before; 8 and 2 for characters)
     "s16-default": {"shot_steps": 12, "eval_timesteps": 4},
     "ts2": {"eval_timesteps": 2},  # and half as large again (fourteenth session)
     "shots8": {"shot_steps": 8},  # the shots drawn in 8 solver steps, not 12

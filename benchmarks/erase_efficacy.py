@@ -42,8 +42,8 @@ VARIANTS = {
     "batch2": {"batch_size": 2},  # two shots a step, as the published recipe (eleventh session; not adopted)
     "batch2-shots8": {"batch_size": 2, "shot_steps": 8},  # and the shots drawn in 8 solver steps, not 12
     "batch2-shots8-preserve8": {"batch_size": 2, "shot_steps": 8, "preserve_batch": 8},  # and 8 retained prompts
-    # the defaults before the seventeenth session, which made them depend on the category (12 and 4 for objects; 8
-    # and 4 for styles; 8 and 2 for characters)
+    # the defaults before the seventeenth session, which made them depend on the category (12 and 4 for objects and
+    # styles, as before; 8 and 2 for characters)
     "s16-default": {"shot_steps": 12, "eval_timesteps": 4},
     "to-checkered": {"anchor": "checkered", "max_steps": 50},  # the style fallback candidate for solid (s17)
     "ts2": {"eval_timesteps": 2},  # the stop rule's check set at 2 timesteps per shot, not 4 (fourteenth session)
