@@ -46,6 +46,8 @@ VARIANTS = {
     # styles, as before; 8 and 2 for characters)
     "s16-default": {"shot_steps": 12, "eval_timesteps": 4},
     "to-checkered": {"anchor": "checkered", "max_steps": 50},  # the style fallback candidate for solid (s17)
+    "to-square": {"anchor": "square", "max_steps": 50},  # the diamond's anchor since s18
+    "to-triangle": {"anchor": "triangle", "max_steps": 50},  # the diamond's default anchor until s18
     "ts2": {"eval_timesteps": 2},  # the stop rule's check set at 2 timesteps per shot, not 4 (fourteenth session)
     "shots8": {"shot_steps": 8},  # the shots drawn in 8 solver steps, not 12
     "ts2-shots8": {"eval_timesteps": 2, "shot_steps": 8},

@@ -115,14 +115,14 @@ def robustness_note(result) -> str | None:
     """A note for a run without the inner attack: a textual-inversion attack can bring its concept back (on TinyWorld
     it brought an erased character back in 78% of images, and in 10% after `--robust`, over three attacker seeds:
     docs/BENCHMARKS.md, twelfth session). A robust run that erased a shape gets a note too: under the same attack a
-    diamond came back in 56% of images over six attackers (6-94% by attacker), though in 8% when the attacker's
-    offset stays within the inner attack's reach (fifteenth session); other robust runs get none."""
+    square came back in 41% of images over six attackers, and a diamond in 24% over nine (0-78% by attacker,
+    eighteenth session); other robust runs get none."""
     if result.robust:
         if not any(spec.category == "object" for spec in result.concepts):
             return None
         return ("note: erased under the inner attack, but a textual-inversion attacker with a few images of a shape "
-                "may still bring it back (on TinyWorld, a diamond in 56% of images over six attackers, 6-94% by "
-                "attacker: docs/BENCHMARKS.md); check with `t2v-unlearn eval --attacks embedding`")  # fmt: skip
+                "may still bring it back (on TinyWorld, a square in 41% of images over six attackers, a diamond in "
+                "24% over nine: docs/BENCHMARKS.md); check with `t2v-unlearn eval --attacks embedding`")  # fmt: skip
     return ("note: erased without the inner attack: a textual-inversion attacker with a few images of the concept "
             "may bring it back; pass --robust to erase under that attack too (slower)")  # fmt: skip
 

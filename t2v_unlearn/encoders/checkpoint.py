@@ -210,7 +210,8 @@ def model_card(manifest: Manifest) -> str:
     sizes = manifest.sizes
     lora = f"\n- `lora/{LORA_FILE}`: LoRA patch, {sizes['lora_bytes'] / 1024:.0f} KiB" if "lora_bytes" in sizes else ""
     timings = ", ".join(f"{k} {v:.1f} s" for k, v in manifest.timings.items())
-    anchor = manifest.config.get("anchor") or "a generic anchor"
+    anchors = manifest.resolved.get("anchors") or {}  # recorded since the eighteenth session
+    anchor = manifest.config.get("anchor") or ", ".join(sorted(set(anchors.values()))) or "a generic anchor"
     how = {"anchor": f"the concept's prompts drawn as {anchor} through the frozen UNet",
            "ascent": "gradient ascent on the denoising loss through the frozen UNet"}.get(
         manifest.config.get("objective"), "objective not recorded")  # fmt: skip

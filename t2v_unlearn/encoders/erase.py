@@ -226,13 +226,14 @@ class EraseResult:
     variant_contexts: int = 1  # sentences each spelling variant was trained in (`spelling_contexts`)
     shot_steps: int | None = None  # the shots' solver steps, when the pipeline drew them (`shot_steps_for`)
     eval_timesteps: int | None = None  # the stop-rule check set's timesteps per shot, when it had one
+    anchors: dict[str, str] | None = None  # what each concept was erased toward, under the anchor objective
 
     def resolved(self) -> dict:
         """What the run chose where its config leaves the choice to the concepts' categories (the None fields of
         `EraseConfig`): unlearn.json records it, since the config alone does not say what ran."""
         return {"robust": self.robust, "robust_handle": self.robust_handle, "variant_contexts": self.variant_contexts,
-                "gap_ratio": self.gap_ratio, "shot_steps": self.shot_steps,
-                "eval_timesteps": self.eval_timesteps}  # fmt: skip
+                "gap_ratio": self.gap_ratio, "shot_steps": self.shot_steps, "eval_timesteps": self.eval_timesteps,
+                "anchors": self.anchors}  # fmt: skip
 
 
 # --- shots -------------------------------------------------------------------------------------------------
@@ -730,4 +731,5 @@ def _erase(pipe, concepts, config: EraseConfig, progress: bool, shots) -> EraseR
         variant_contexts=spelling_contexts(config, specs),
         shot_steps=drawn,
         eval_timesteps=check_timesteps_for(config, specs) if check or gap_check else None,
+        anchors={s.name: s.anchor for s in specs} if config.objective == "anchor" else None,
     )

@@ -44,6 +44,10 @@ TINYWORLD_ANCHORS = {"object": "triangle", "style": "solid", "id": "something"}
 # the anchor's own anchor, when it is erased itself: solid erased to outlined came back under the embedding attack in
 # 148 of 480 images (six attackers), to checkered in 62 (docs/BENCHMARKS.md, seventeenth session)
 TINYWORLD_FALLBACKS = {"object": "cross", "style": "checkered"}
+# a concept's own anchor where the category's lets the embedding attack back: the diamond erased toward triangle came
+# back in 56-79 of 80 images for five of nine attackers, toward square in 170 of 720 (docs/BENCHMARKS.md, eighteenth
+# session); the square itself, screened the same way, did no better than toward triangle
+TINYWORLD_CONCEPT_ANCHORS = {"diamond": "square"}
 LITERATURE_ANCHORS = {"object": "an object", "style": "a painting", "id": "a person"}
 
 
@@ -108,11 +112,16 @@ def training_prompts(name: str, prompts: tuple[str, ...], synonyms: tuple[str, .
     return tuple(dict.fromkeys(out))
 
 
-def default_anchor(name: str, category: str, tinyworld: bool) -> str:
-    if tinyworld:
-        anchor = TINYWORLD_ANCHORS[category]
-        return TINYWORLD_FALLBACKS[category] if anchor == name else anchor
-    return LITERATURE_ANCHORS[category]
+def default_anchor(name: str, category: str, tinyworld: bool, erased: tuple[str, ...] = ()) -> str:
+    """The anchor of `name` when no --to is given: on TinyWorld the concept's own (`TINYWORLD_CONCEPT_ANCHORS`), else
+    the category's, else its fallback, the first that is neither the concept nor another concept of the run
+    (`erased`: an anchor erased in the same run would not be drawn either)."""
+    if not tinyworld:
+        return LITERATURE_ANCHORS[category]
+    candidates = (TINYWORLD_CONCEPT_ANCHORS.get(name), TINYWORLD_ANCHORS[category], TINYWORLD_FALLBACKS.get(category))
+    taken = {name, *erased}
+    usable = [c for c in candidates if c is not None and c not in taken]
+    return usable[0] if usable else TINYWORLD_ANCHORS[category]
 
 
 def anchor_prompts(spec_prompts: tuple[str, ...], names: tuple[str, ...], anchor: str) -> tuple[str, ...]:
@@ -157,6 +166,14 @@ def _tinyworld_prompts(name: str, count: int = 8) -> tuple[str, ...]:
     return load_taxonomy().concept_prompts(name)[:count]
 
 
+def _world_name(taxonomy, raw: str | None) -> str:
+    """The world's name of a concept given by any of its names, or the name as given when the world has none."""
+    try:
+        return taxonomy.get((raw or "").strip()).name
+    except KeyError:
+        return (raw or "").strip()
+
+
 def resolve_concepts(
     names: list[str],
     category: str | None,
@@ -185,6 +202,7 @@ def resolve_concepts(
         raise ValueError(f"templates must be one of {TEMPLATES}, got {templates!r}")
     world = templates == "tinyworld"
     taxonomy = load_taxonomy()
+    erased = tuple(_world_name(taxonomy, raw) for raw in names) if world else ()
     specs = []
     for raw in names:
         name = (raw or "").strip()
@@ -206,7 +224,7 @@ def resolve_concepts(
             prompts += tuple(t.format(c=name) for t in LITERATURE_CONTEXTS[cat]) if contexts else ()
         if variants:
             prompts = training_prompts(name, prompts, own, training_variants(name, misspellings), variant_contexts)
-        target = anchor or default_anchor(name, cat, world)
+        target = anchor or default_anchor(name, cat, world, tuple(n for n in erased if n != name))
         if target.strip().lower() == name.lower():
             raise ValueError(f"--to {target!r} is the concept itself; pass another concept to replace it with")
         words = (name, *own, *training_variants(name, misspellings))

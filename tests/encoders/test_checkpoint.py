@@ -18,7 +18,7 @@ from t2v_unlearn.encoders import (
     load_text_encoder,
     save_checkpoint,
 )
-from t2v_unlearn.encoders.checkpoint import COMPACT_FILE, apply_compact, check_compatible, read_manifest
+from t2v_unlearn.encoders.checkpoint import COMPACT_FILE, apply_compact, check_compatible, model_card, read_manifest
 from t2v_unlearn.encoders.fingerprint import encoder_fingerprint
 from t2v_unlearn.pipelines import tinyworld_path
 
@@ -74,14 +74,16 @@ def test_manifest_records_what_the_category_defaults_resolved_to(erased, erased_
     # says what ran, a character's plain erase and a shape's robust one under every spelling
     for (_, folder), expected in zip((erased, erased_lora), (
         {"robust": False, "robust_handle": None, "variant_contexts": 1, "gap_ratio": None, "shot_steps": 2,
-         "eval_timesteps": None},
+         "eval_timesteps": None, "anchors": {"zorbo": "something"}},
         {"robust": True, "robust_handle": "spellings", "variant_contexts": 3, "gap_ratio": None, "shot_steps": 2,
-         "eval_timesteps": None},
+         "eval_timesteps": None, "anchors": {"star": "triangle"}},
     ), strict=True):  # fmt: skip
         manifest = json.loads((folder / "unlearn.json").read_text())
         assert manifest["config"]["robust"] is None and manifest["config"]["robust_handle"] is None
         assert manifest["resolved"] == expected
         assert read_manifest(folder).resolved == expected
+        (anchor,) = expected["anchors"].values()  # the model card names it
+        assert f"drawn as {anchor} through" in model_card(read_manifest(folder))
 
 
 def test_plain_transformers_loads_the_encoder(erased, image_pipe):

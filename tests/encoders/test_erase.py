@@ -225,11 +225,20 @@ def test_anchor_prompts_replace_the_concept_and_its_variants(image_pipe):
 
 def test_default_anchors_are_a_faithfully_drawn_shape_and_never_the_concept():
     """Shapes go to triangle (drawn faithfully by both models, benchmarks/anchor_choice.py), triangle itself to
-    cross; styles to solid (checkered for solid); characters to `something`."""
+    cross and the diamond to square; styles to solid (checkered for solid); characters to `something`."""
     from t2v_unlearn.encoders.prompts import resolve_concepts
 
-    anchors = {s.name: s.anchor for s in resolve_concepts(["square", "triangle", "solid", "zorbo"], None, "tinyworld")}
-    assert anchors == {"square": "triangle", "triangle": "cross", "solid": "checkered", "zorbo": "something"}
+    names = ["square", "triangle", "diamond", "solid", "zorbo"]
+    anchors = {name: resolve_concepts([name], None, "tinyworld")[0].anchor for name in names}  # each erased alone
+    assert anchors == {"square": "triangle", "triangle": "cross", "diamond": "square", "solid": "checkered",
+                       "zorbo": "something"}  # fmt: skip
+    (spec,) = resolve_concepts(["diamond"], None, "tinyworld")
+    assert all("square" in a and "diamond" not in a for a in spec.anchor_prompts)
+    # an anchor erased in the same run is passed over, by any of its names: the next of the concept's candidates
+    anchors = {s.name: s.anchor for s in resolve_concepts(["diamond", "block"], None, "tinyworld")}
+    assert anchors == {"diamond": "triangle", "square": "triangle"}
+    anchors = {s.name: s.anchor for s in resolve_concepts(["Rhombus", "square", "triangle"], None, "tinyworld")}
+    assert anchors == {"diamond": "cross", "square": "cross", "triangle": "cross"}
     (spec,) = resolve_concepts(["circle"], None, "tinyworld")
     assert all("triangle" in a and "circle" not in a for a in spec.anchor_prompts)
 
@@ -342,6 +351,7 @@ def test_the_shots_steps_and_the_check_set_follow_the_category_unless_given(imag
     quick = {**FAST, "stop_rule": "anchor-gap", "shot_steps": None, "max_steps": 1, "check_every": 1}
     result = erase_concept(image_pipe, ["zorbo"], EraseConfig(**quick), progress=False)
     assert result.resolved()["shot_steps"] == 8 and result.resolved()["eval_timesteps"] == 2
+    assert result.resolved()["anchors"] == {"zorbo": "something"}  # the category's default, recorded
     given = {"zorbo": result.shots["zorbo"]}  # shots handed in: none drawn
     assert erase_concept(image_pipe, ["zorbo"], EraseConfig(**quick), progress=False, shots=given).shot_steps is None
     with pytest.raises(ValueError, match="at least 1"):
