@@ -44,9 +44,9 @@ TINYWORLD_ANCHORS = {"object": "triangle", "style": "solid", "id": "something"}
 # the anchor's own anchor, when it is erased itself: solid erased to outlined came back under the embedding attack in
 # 148 of 480 images (six attackers), to checkered in 62 (docs/BENCHMARKS.md, seventeenth session)
 TINYWORLD_FALLBACKS = {"object": "cross", "style": "checkered"}
-# a concept's own anchor where the category's lets the embedding attack back: the diamond erased toward triangle came
-# back in 56-79 of 80 images for five of nine attackers, toward square in 170 of 720 (docs/BENCHMARKS.md, eighteenth
-# session); the square itself, screened the same way, did no better than toward triangle
+# a concept's own anchor where the category's lets the embedding attack back: nine attackers drew the diamond erased
+# toward triangle in 501 of 720 images, toward square in 170 (docs/BENCHMARKS.md, eighteenth session); the square
+# itself, screened the same way, did no better toward any other shape than toward triangle
 TINYWORLD_CONCEPT_ANCHORS = {"diamond": "square"}
 LITERATURE_ANCHORS = {"object": "an object", "style": "a painting", "id": "a person"}
 
