@@ -115,13 +115,13 @@ def training_prompts(name: str, prompts: tuple[str, ...], synonyms: tuple[str, .
 def default_anchor(name: str, category: str, tinyworld: bool, erased: tuple[str, ...] = ()) -> str:
     """The anchor of `name` when no --to is given: on TinyWorld the concept's own (`TINYWORLD_CONCEPT_ANCHORS`), else
     the category's, else its fallback, the first that is neither the concept nor another concept of the run
-    (`erased`: an anchor erased in the same run would not be drawn either)."""
+    (`erased`: an anchor erased in the same run would not be drawn either); when the run erases them all, the first
+    that is not the concept."""
     if not tinyworld:
         return LITERATURE_ANCHORS[category]
     candidates = (TINYWORLD_CONCEPT_ANCHORS.get(name), TINYWORLD_ANCHORS[category], TINYWORLD_FALLBACKS.get(category))
-    taken = {name, *erased}
-    usable = [c for c in candidates if c is not None and c not in taken]
-    return usable[0] if usable else TINYWORLD_ANCHORS[category]
+    own = [c for c in candidates if c is not None and c != name]
+    return next((c for c in own if c not in erased), own[0])
 
 
 def anchor_prompts(spec_prompts: tuple[str, ...], names: tuple[str, ...], anchor: str) -> tuple[str, ...]:

@@ -239,6 +239,9 @@ def test_default_anchors_are_a_faithfully_drawn_shape_and_never_the_concept():
     assert anchors == {"diamond": "triangle", "square": "triangle"}
     anchors = {s.name: s.anchor for s in resolve_concepts(["Rhombus", "square", "triangle"], None, "tinyworld")}
     assert anchors == {"diamond": "cross", "square": "cross", "triangle": "cross"}
+    # every candidate erased too: the first that is not the concept, never the concept itself (an error about --to)
+    anchors = {s.name: s.anchor for s in resolve_concepts(["triangle", "cross"], None, "tinyworld")}
+    assert anchors == {"triangle": "cross", "cross": "triangle"}
     (spec,) = resolve_concepts(["circle"], None, "tinyworld")
     assert all("triangle" in a and "circle" not in a for a in spec.anchor_prompts)
 
