@@ -29,7 +29,7 @@ from transformers import CLIPTextModel
 from ..pipelines.registry import conventions_for
 from ..spelling import TRAINING_SEEDS, training_variants
 from .embedding import concept_token_ids, token_offset
-from .prompts import ConceptSpec, resolve_concepts, retain_prompts
+from .prompts import ConceptSpec, resolve_concepts, retain_prompts, split_anchors
 from .trainable import LORA_TARGET_MODULES, TRAINABLE_PRESETS, trainable_parameter_names
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp")
@@ -50,7 +50,8 @@ class EraseConfig:
     )  # fmt: skip
     anchor: str | None = field(
         default=None,
-        metadata={"help": "what the concept becomes (--to): another concept; default a generic anchor per category"},
+        metadata={"help": "what the concept becomes (--to): another concept, or several separated by commas, each "
+                          "taking a share of the concept's prompts; default a generic anchor per category"},
     )  # fmt: skip
     synonyms: tuple[str, ...] = field(default=(), metadata={"help": "more names of the concept to erase too"})
     robust: bool | None = field(
@@ -188,7 +189,7 @@ class EraseConfig:
         for name in ("anchor_ratio", "gap_ratio"):
             if getattr(self, name) is not None and not 0 <= getattr(self, name) < 1:  # also refuses NaN
                 raise ValueError(f"{name} must lie in [0, 1), got {getattr(self, name)}")
-        if self.anchor is not None and not self.anchor.strip():
+        if self.anchor is not None and not split_anchors(self.anchor):
             raise ValueError("--to is empty: name the concept to replace the erased one with")
         self.synonyms = tuple(s.strip() for s in self.synonyms if s and s.strip())
         if self.trainable not in TRAINABLE_PRESETS:

@@ -112,28 +112,36 @@ def training_prompts(name: str, prompts: tuple[str, ...], synonyms: tuple[str, .
     return tuple(dict.fromkeys(out))
 
 
+def split_anchors(anchor: str) -> tuple[str, ...]:
+    """The anchors named by an --to value: one concept, or several separated by commas ("triangle, cross, star")."""
+    return tuple(part.strip() for part in anchor.split(",") if part.strip())
+
+
 def default_anchor(name: str, category: str, tinyworld: bool, erased: tuple[str, ...] = ()) -> str:
     """The anchor of `name` when no --to is given: on TinyWorld the concept's own (`TINYWORLD_CONCEPT_ANCHORS`), else
-    the category's, else its fallback, the first that is neither the concept nor another concept of the run
+    the category's, else its fallback, the first that neither names the concept nor another concept of the run
     (`erased`: an anchor erased in the same run would not be drawn either); when the run erases them all, the first
-    that is not the concept."""
+    that does not name the concept."""
     if not tinyworld:
         return LITERATURE_ANCHORS[category]
     candidates = (TINYWORLD_CONCEPT_ANCHORS.get(name), TINYWORLD_ANCHORS[category], TINYWORLD_FALLBACKS.get(category))
-    own = [c for c in candidates if c is not None and c != name]
-    return next((c for c in own if c not in erased), own[0])
+    own = [c for c in candidates if c is not None and name not in split_anchors(c)]
+    return next((c for c in own if not set(split_anchors(c)) & set(erased)), own[0])
 
 
 def anchor_prompts(spec_prompts: tuple[str, ...], names: tuple[str, ...], anchor: str) -> tuple[str, ...]:
-    """Each prompt with the first of `names` (concept, synonyms, variants) it holds replaced by `anchor`."""
+    """Each prompt with the first of `names` (concept, synonyms, variants) it holds replaced by the anchor; with
+    several anchors (`split_anchors`), prompt i takes the (i mod k)-th of the k, so that each has a share of them."""
+    anchors = split_anchors(anchor)
     out = []
-    for prompt in spec_prompts:
+    for i, prompt in enumerate(spec_prompts):
+        target = anchors[i % len(anchors)]
         for name in names:
             if _word(name).search(prompt):
-                prompt = _replace_word(prompt, name, anchor)
+                prompt = _replace_word(prompt, name, target)
                 break
         else:
-            prompt = anchor
+            prompt = target
         out.append(prompt)
     return tuple(out)
 
@@ -225,8 +233,9 @@ def resolve_concepts(
         if variants:
             prompts = training_prompts(name, prompts, own, training_variants(name, misspellings), variant_contexts)
         target = anchor or default_anchor(name, cat, world, tuple(n for n in erased if n != name))
-        if target.strip().lower() == name.lower():
-            raise ValueError(f"--to {target!r} is the concept itself; pass another concept to replace it with")
+        target = ", ".join(split_anchors(target))  # several anchors, as written the same way every time
+        if any(part.lower() == name.lower() for part in split_anchors(target)):
+            raise ValueError(f"--to {target!r} names the concept itself; pass another concept to replace it with")
         words = (name, *own, *training_variants(name, misspellings))
         specs.append(ConceptSpec(name, cat, prompts, own, tinyworld=world, anchor=target,
                                  anchor_prompts=anchor_prompts(prompts, words, target)))  # fmt: skip

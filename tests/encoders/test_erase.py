@@ -223,6 +223,21 @@ def test_anchor_prompts_replace_the_concept_and_its_variants(image_pipe):
         resolve_concepts(["zorbo"], None, "tinyworld", anchor="zorbo")
 
 
+def test_several_anchors_take_the_concepts_prompts_in_turn():
+    from t2v_unlearn.encoders.prompts import resolve_concepts
+
+    (spec,) = resolve_concepts(["square"], None, "tinyworld", anchor=" triangle,cross , star,")
+    assert spec.anchor == "triangle, cross, star"
+    for i, (prompt, anchored) in enumerate(zip(spec.prompts, spec.anchor_prompts, strict=True)):
+        target = ("triangle", "cross", "star")[i % 3]
+        assert target in anchored and "square" not in anchored and "block" not in anchored, (prompt, anchored)
+    assert {a.split()[-1] for a in spec.anchor_prompts[:3]} == {"triangle", "cross", "star"}
+    with pytest.raises(ValueError, match="the concept itself"):
+        resolve_concepts(["square"], None, "tinyworld", anchor="triangle, square")
+    with pytest.raises(ValueError, match="--to is empty"):
+        EraseConfig(anchor=" , ")
+
+
 def test_default_anchors_are_a_faithfully_drawn_shape_and_never_the_concept():
     """Shapes go to triangle (drawn faithfully by both models, benchmarks/anchor_choice.py), triangle itself to
     cross and the diamond to square; styles to solid (checkered for solid); characters to `something`."""

@@ -132,3 +132,16 @@ def test_erase_the_suite_and_the_quality_benchmark_take_prompts_from_one_generat
         erase = resolve_concepts([name], None, templates="tinyworld", variants=False, contexts=False)[0].prompts
         assert erase[: min(8, len(generated))] == generated[:8]
         assert quality.prompts_for(taxonomy.get(name), 4, motion=False) == list(generated[:4])
+
+
+def test_the_correction_target_is_one_anchor_the_suite_knows(monkeypatch):
+    from types import SimpleNamespace
+
+    from t2v_unlearn.eval import evaluate
+
+    suite = load_suite("tinyworld")
+    for anchor, expected in (("Zorby", "zorbo"), ("triangle, cross, star", None), ("a unicorn", None), (None, None)):
+        manifest = SimpleNamespace(config={"anchor": anchor})
+        monkeypatch.setattr(evaluate, "read_checkpoint_manifest", lambda _, manifest=manifest: manifest)
+        assert evaluate.correction_target(evaluate.EvalConfig(text_encoder="ckpt"), suite) == expected, anchor
+    assert evaluate.correction_target(evaluate.EvalConfig(), suite) is None  # the original encoder: nothing replaced
