@@ -536,3 +536,33 @@ def test_the_latent_screen_offsets_the_residual_stream_after_its_layer_at_the_co
     torch.testing.assert_close(seen[1][~at], seen[0][~at])  # at the name only
     assert not torch.allclose(moved[0, ~at], clean[0, ~at])  # later positions read the name's state
     torch.testing.assert_close(after, clean)
+
+
+def test_pooling_erases_resamples_them_before_their_attackers(tmp_path):
+    """`--erases`: two erases of one concept (two erase seeds) pooled as one, with an interval that resamples erases,
+    then attackers, then prompts; wider than the one that treats every erase's attackers as one crowd when the
+    erases differ, and one erase per checkpoint name."""
+    bench = _benchmark("embedding_attack")
+
+    def run(seed, by_prompt):
+        return {"attack_seed": seed, "hits": sum(by_prompt.values()), "images": 20, "by_prompt": by_prompt}
+
+    def write(name, checkpoint, runs):
+        entry = {"concept": "square", "seeds": 10, "prompts": ["p", "q"], "runs": {"unlearned": {"per_seed": runs}}}
+        (tmp_path / name).write_text(json.dumps({"results": {checkpoint: entry}}))
+        return tmp_path / name
+
+    low = [run(s, {"p": 1, "q": 0}) for s in range(4)]
+    high = [run(s, {"p": 8, "q": 7}) for s in range(4)]
+    pooled = bench.pool_erases([write("a.json", "sq-0", low), write("b.json", "sq-1", high)], "square")["square"]
+    figures = pooled["runs"]["unlearned"]
+    assert pooled["erases"] == ["sq-0", "sq-1"] and len(figures["per_seed"]) == 8
+    assert {r["erase"] for r in figures["per_seed"]} == {"sq-0", "sq-1"}
+    assert figures["pooled"]["value"] == pytest.approx(64 / 160) and figures["pooled"]["n"] == 160
+    assert figures["by_erase"]["sq-0"]["value"] == pytest.approx(0.05)
+    between = figures["pooled_between_erases"]
+    assert between["value"] == pytest.approx(0.4) and between["low"] <= 0.05 + 1e-9 and between["high"] >= 0.75 - 1e-9
+    width = between["high"] - between["low"]
+    assert width > figures["pooled_between_attackers"]["high"] - figures["pooled_between_attackers"]["low"]
+    with pytest.raises(SystemExit, match="in two files"):
+        bench.pool_erases([write("a.json", "sq-0", low), write("c.json", "sq-0", high)], "square")

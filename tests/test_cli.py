@@ -161,9 +161,11 @@ def test_erase_tells_a_levelled_gap_from_one_that_never_closed():
 
     from t2v_unlearn.commands.erase import stop_message
 
-    def result(gaps, robust=True, stopped_by="max_steps", threshold=0.05):
+    def result(gaps, robust=True, stopped_by="max_steps", threshold=0.05, anchor="triangle"):
         history = [{"step": 5 * (i + 1), "gap_ratio": g} for i, g in enumerate(gaps)]
-        return SimpleNamespace(history=history, gap_ratio=threshold, robust=robust, stopped_by=stopped_by, steps=50)
+        concepts = [SimpleNamespace(name="square", anchor=anchor)]
+        return SimpleNamespace(history=history, gap_ratio=threshold, robust=robust, stopped_by=stopped_by, steps=50,
+                               concepts=concepts)  # fmt: skip
 
     shape = [0.66, 0.47, 0.31, 0.21, 0.12, 0.066, 0.057, 0.074, 0.057, 0.076]  # the shape's default erase, seed 0
     note = stop_message(result(shape))
@@ -176,6 +178,10 @@ def test_erase_tells_a_levelled_gap_from_one_that_never_closed():
     assert stop_message(result([0.9, 0.6, 0.3])).startswith("warning")  # far from the threshold: a warning
     assert stop_message(result([0.3, 0.04], stopped_by="anchor_gap")) is None
     assert stop_message(result([])) is None  # no gap checks (another rule)
+    # toward several anchors the gap is to the mean of their predictions, which one drawn shape does not reach: it
+    # levels off far above the threshold (the square's default erase, seed 0), and that is no warning
+    several = stop_message(result([0.76, 0.56, 0.36, 0.22, 0.22, 0.25, 0.27, 0.24, 0.23, 0.27], anchor="a, b"))
+    assert several.startswith("note: erased toward several anchors (square: a, b)") and "0.27" in several, several
 
 
 def test_erase_says_when_an_attacker_may_bring_the_concept_back():

@@ -584,10 +584,19 @@ def _erase(pipe, concepts, config: EraseConfig, progress: bool, shots) -> EraseR
             check_rows = [(c, i % len(specs[c].prompts))
                           for i, c in enumerate(concept_of.repeat_interleave(len(check_t)).tolist())]  # fmt: skip
             check_prompts = [specs[c].prompts[i] for c, i in check_rows]
-        if gap_check:  # the UNet's predictions under the anchor prompts: where the concept's should arrive
+        if gap_check:  # the UNet's predictions under the anchor prompts: where the concept's should arrive (with
+            # several anchors, the mean of theirs: the objective's optimum, as each step draws one anchor per row)
             noisy_check = scheduler.add_noise(check_latents, check_noise, check_timesteps)
-            anchor_rows = torch.stack([anchor_hidden[c][i] for c, i in check_rows])
-            gap_target = _predict(unet, noisy_check, check_timesteps, anchor_rows, check_chunk)
+            counts = [specs[c].anchor_count for c, _ in check_rows]
+            gap_target = None
+            for a in range(max(counts)):
+                take = torch.tensor([r for r, k in enumerate(counts) if a < k])
+                rows = torch.stack([anchor_hidden[c][a * len(specs[c].prompts) + i]
+                                    for c, i in (check_rows[r] for r in take.tolist())])  # fmt: skip
+                part = _predict(unet, noisy_check[take], check_timesteps[take], rows, check_chunk)
+                gap_target = torch.zeros((len(counts), *part.shape[1:])) if gap_target is None else gap_target
+                gap_target[take] += part
+            gap_target /= torch.tensor(counts, dtype=gap_target.dtype).view(-1, *[1] * (gap_target.dim() - 1))
             start_gap = _predict(unet, noisy_check, check_timesteps, _encode(base_encoder, tokenizer, check_prompts),
                                  check_chunk).sub(gap_target).pow(2).mean().item()  # fmt: skip
         if check:
@@ -625,14 +634,15 @@ def _erase(pipe, concepts, config: EraseConfig, progress: bool, shots) -> EraseR
         index = torch.randint(len(latents), (config.batch_size,), generator=generator)
         batch = latents[index]
         picks = []
-        for c in concept_of[index].tolist():
-            picks.append((c, torch.randint(len(specs[c].prompts), (1,), generator=generator).item()))
-        prompts = [specs[c].prompts[i] for c, i in picks]
+        for c in concept_of[index].tolist():  # a prompt, and under the anchor objective one of its anchors with it
+            rows = len(specs[c].anchor_prompts) if anchor_hidden is not None else len(specs[c].prompts)
+            picks.append((c, torch.randint(rows, (1,), generator=generator).item()))
+        prompts = [specs[c].prompts[j % len(specs[c].prompts)] for c, j in picks]
         noise = torch.randn(batch.shape, generator=generator).to(device)
         timesteps = torch.randint(0, num_train_timesteps, (len(batch),), generator=generator).to(device)
         hidden = _encode(model, tokenizer, prompts)
         if anchor_hidden is not None:
-            anchors = torch.stack([anchor_hidden[c][i] for c, i in picks])
+            anchors = torch.stack([anchor_hidden[c][j] for c, j in picks])
             objective = anchor_loss(unet, scheduler, batch, noise, timesteps, hidden, anchors)
             loss = objective
             if robust:  # erase under the attack too: the attacked prompts must also land on the anchor
@@ -661,7 +671,7 @@ def _erase(pipe, concepts, config: EraseConfig, progress: bool, shots) -> EraseR
             # they started; a running mean over steps, since each step sees other prompts
             first.append(value) if len(first) < 3 else None
             with torch.no_grad():
-                start_hidden = torch.stack([concept_hidden[c][i] for c, i in picks])
+                start_hidden = torch.stack([concept_hidden[c][j % len(specs[c].prompts)] for c, j in picks])
                 text_ratio = F.mse_loss(hidden.float(), anchors) / F.mse_loss(start_hidden, anchors).clamp_min(1e-12)
             running = text_ratio.item() if running is None else 0.5 * running + 0.5 * text_ratio.item()
             unet_ratio = value / max(float(np.mean(first)), 1e-12)

@@ -45,9 +45,10 @@ TINYWORLD_ANCHORS = {"object": "triangle", "style": "solid", "id": "something"}
 # 148 of 480 images (six attackers), to checkered in 62 (docs/BENCHMARKS.md, seventeenth session)
 TINYWORLD_FALLBACKS = {"object": "cross", "style": "checkered"}
 # a concept's own anchor where the category's lets the embedding attack back: nine attackers drew the diamond erased
-# toward triangle in 501 of 720 images, toward square in 170 (docs/BENCHMARKS.md, eighteenth session); the square
-# itself, screened the same way, did no better toward any other shape than toward triangle
-TINYWORLD_CONCEPT_ANCHORS = {"diamond": "square"}
+# toward triangle in 501 of 720 images, toward square in 170 (eighteenth session); the square, toward no one shape
+# better than triangle (362 of 720), goes to its three best shapes, each taking a third of its prompts: 211 of 720
+# (docs/BENCHMARKS.md, nineteenth session)
+TINYWORLD_CONCEPT_ANCHORS = {"diamond": "square", "square": "triangle, cross, star"}
 LITERATURE_ANCHORS = {"object": "an object", "style": "a painting", "id": "a person"}
 
 
@@ -59,7 +60,13 @@ class ConceptSpec:
     synonyms: tuple[str, ...] = ()
     tinyworld: bool = False
     anchor: str | None = None
-    anchor_prompts: tuple[str, ...] = ()  # prompts[i] with the concept replaced by the anchor
+    # prompts[i] with the concept replaced by the anchor; with k anchors, entry a * len(prompts) + i toward anchor a
+    anchor_prompts: tuple[str, ...] = ()
+
+    @property
+    def anchor_count(self) -> int:
+        """How many anchors the concept goes toward (`--to "a, b"`: 2)."""
+        return max(1, len(self.anchor_prompts) // max(1, len(self.prompts)))
 
 
 def _word(word: str) -> re.Pattern:
@@ -130,19 +137,19 @@ def default_anchor(name: str, category: str, tinyworld: bool, erased: tuple[str,
 
 
 def anchor_prompts(spec_prompts: tuple[str, ...], names: tuple[str, ...], anchor: str) -> tuple[str, ...]:
-    """Each prompt with the first of `names` (concept, synonyms, variants) it holds replaced by the anchor; with
-    several anchors (`split_anchors`), prompt i takes the (i mod k)-th of the k, so that each has a share of them."""
-    anchors = split_anchors(anchor)
+    """Each prompt with the first of `names` (concept, synonyms, variants) it holds replaced by the anchor. With k
+    anchors (`split_anchors`), every prompt once per anchor, anchor by anchor: entry a * len(spec_prompts) + i is
+    prompt i toward anchor a, so that an erase can draw a prompt and an anchor together."""
     out = []
-    for i, prompt in enumerate(spec_prompts):
-        target = anchors[i % len(anchors)]
-        for name in names:
-            if _word(name).search(prompt):
-                prompt = _replace_word(prompt, name, target)
-                break
-        else:
-            prompt = target
-        out.append(prompt)
+    for target in split_anchors(anchor):
+        for prompt in spec_prompts:
+            for name in names:
+                if _word(name).search(prompt):
+                    prompt = _replace_word(prompt, name, target)
+                    break
+            else:
+                prompt = target
+            out.append(prompt)
     return tuple(out)
 
 

@@ -223,15 +223,19 @@ def test_anchor_prompts_replace_the_concept_and_its_variants(image_pipe):
         resolve_concepts(["zorbo"], None, "tinyworld", anchor="zorbo")
 
 
-def test_several_anchors_take_the_concepts_prompts_in_turn():
+def test_several_anchors_pair_every_prompt_with_each_anchor():
     from t2v_unlearn.encoders.prompts import resolve_concepts
 
     (spec,) = resolve_concepts(["square"], None, "tinyworld", anchor=" triangle,cross , star,")
-    assert spec.anchor == "triangle, cross, star"
-    for i, (prompt, anchored) in enumerate(zip(spec.prompts, spec.anchor_prompts, strict=True)):
-        target = ("triangle", "cross", "star")[i % 3]
-        assert target in anchored and "square" not in anchored and "block" not in anchored, (prompt, anchored)
-    assert {a.split()[-1] for a in spec.anchor_prompts[:3]} == {"triangle", "cross", "star"}
+    n = len(spec.prompts)
+    assert spec.anchor == "triangle, cross, star" and spec.anchor_count == 3 and len(spec.anchor_prompts) == 3 * n
+    for a, target in enumerate(("triangle", "cross", "star")):  # anchor by anchor, each over every prompt
+        for i, anchored in enumerate(spec.anchor_prompts[a * n : (a + 1) * n]):
+            assert target in anchored and "square" not in anchored and "block" not in anchored, anchored
+            first = spec.anchor_prompts[i]  # prompt i toward triangle: the same sentence, another anchor
+            assert anchored.replace(target, "X") == first.replace("triangle", "X"), (anchored, first)
+    (one,) = resolve_concepts(["square"], None, "tinyworld", anchor="triangle")
+    assert one.anchor_count == 1 and one.anchor_prompts == spec.anchor_prompts[:n]
     with pytest.raises(ValueError, match="the concept itself"):
         resolve_concepts(["square"], None, "tinyworld", anchor="triangle, square")
     with pytest.raises(ValueError, match="--to is empty"):
@@ -240,18 +244,21 @@ def test_several_anchors_take_the_concepts_prompts_in_turn():
 
 def test_default_anchors_are_a_faithfully_drawn_shape_and_never_the_concept():
     """Shapes go to triangle (drawn faithfully by both models, benchmarks/anchor_choice.py), triangle itself to
-    cross and the diamond to square; styles to solid (checkered for solid); characters to `something`."""
+    cross, the diamond to square and the square to triangle, cross and star, a third of its prompts each; styles to
+    solid (checkered for solid); characters to `something`."""
     from t2v_unlearn.encoders.prompts import resolve_concepts
 
     names = ["square", "triangle", "diamond", "solid", "zorbo"]
     anchors = {name: resolve_concepts([name], None, "tinyworld")[0].anchor for name in names}  # each erased alone
-    assert anchors == {"square": "triangle", "triangle": "cross", "diamond": "square", "solid": "checkered",
-                       "zorbo": "something"}  # fmt: skip
+    assert anchors == {"square": "triangle, cross, star", "triangle": "cross", "diamond": "square",
+                       "solid": "checkered", "zorbo": "something"}  # fmt: skip
     (spec,) = resolve_concepts(["diamond"], None, "tinyworld")
     assert all("square" in a and "diamond" not in a for a in spec.anchor_prompts)
     # an anchor erased in the same run is passed over, by any of its names: the next of the concept's candidates
     anchors = {s.name: s.anchor for s in resolve_concepts(["diamond", "block"], None, "tinyworld")}
-    assert anchors == {"diamond": "triangle", "square": "triangle"}
+    assert anchors == {"diamond": "triangle", "square": "triangle, cross, star"}
+    anchors = {s.name: s.anchor for s in resolve_concepts(["square", "star"], None, "tinyworld")}
+    assert anchors == {"square": "triangle", "star": "triangle"}  # several anchors are passed over as one
     anchors = {s.name: s.anchor for s in resolve_concepts(["Rhombus", "square", "triangle"], None, "tinyworld")}
     assert anchors == {"diamond": "cross", "square": "cross", "triangle": "cross"}
     # every candidate erased too: the first that is not the concept, never the concept itself (an error about --to)
