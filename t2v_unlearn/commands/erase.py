@@ -121,15 +121,16 @@ def stop_message(result) -> str | None:
 def robustness_note(result) -> str | None:
     """A note for a run without the inner attack: a textual-inversion attack can bring its concept back (on TinyWorld
     it brought an erased character back in 78% of images, and in 10% after `--robust`, over three attacker seeds:
-    docs/BENCHMARKS.md, twelfth session). A robust run that erased a shape gets a note too: under the same attack a
-    square came back in 41% of images over six attackers, and a diamond in 24% over nine (0-78% by attacker,
-    eighteenth session); other robust runs get none."""
+    docs/BENCHMARKS.md, twelfth session). A robust run that erased a shape gets a note too: under the same attack,
+    nine attackers on each of several erase seeds drew a square in 33% of images (three erases) and a diamond in
+    35% (two; 0-93% by attacker, nineteenth session); other robust runs get none."""
     if result.robust:
         if not any(spec.category == "object" for spec in result.concepts):
             return None
         return ("note: erased under the inner attack, but a textual-inversion attacker with a few images of a shape "
-                "may still bring it back (on TinyWorld, a square in 41% of images over six attackers, a diamond in "
-                "24% over nine: docs/BENCHMARKS.md); check with `t2v-unlearn eval --attacks embedding`")  # fmt: skip
+                "may still bring it back (on TinyWorld, a square in 33% of images and a diamond in 35%, nine "
+                "attackers on each of several erase seeds: docs/BENCHMARKS.md); check with `t2v-unlearn eval "
+                "--attacks embedding`")  # fmt: skip
     return ("note: erased without the inner attack: a textual-inversion attacker with a few images of the concept "
             "may bring it back; pass --robust to erase under that attack too (slower)")  # fmt: skip
 

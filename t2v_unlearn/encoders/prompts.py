@@ -45,9 +45,9 @@ TINYWORLD_ANCHORS = {"object": "triangle", "style": "solid", "id": "something"}
 # 148 of 480 images (six attackers), to checkered in 62 (docs/BENCHMARKS.md, seventeenth session)
 TINYWORLD_FALLBACKS = {"object": "cross", "style": "checkered"}
 # a concept's own anchor where the category's lets the embedding attack back: nine attackers drew the diamond erased
-# toward triangle in 501 of 720 images, toward square in 170 (eighteenth session); the square, toward no one shape
-# better than triangle (362 of 720), goes to its three best shapes, each taking a third of its prompts: 211 of 720
-# (docs/BENCHMARKS.md, nineteenth session)
+# toward triangle in 501 of 720 images, toward square in 170 (eighteenth session; 327 at another erase seed); the
+# square, held by no one shape better than by triangle (1041 of 2160 over three erase seeds), goes to three at
+# once, one drawn per row and step: 710 of 2160 over three (docs/BENCHMARKS.md, nineteenth session)
 TINYWORLD_CONCEPT_ANCHORS = {"diamond": "square", "square": "triangle, cross, star"}
 LITERATURE_ANCHORS = {"object": "an object", "style": "a painting", "id": "a person"}
 

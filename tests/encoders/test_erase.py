@@ -169,6 +169,18 @@ def test_given_shots_skip_generation(image_pipe):
     assert result.shots["square"] is shots["square"]
 
 
+def test_an_erase_toward_several_anchors_checks_its_gap_beside_a_one_anchor_concept(image_pipe):
+    # the gap rule's target is the mean over each row's own anchors: here 3 for the square and 1 for zorbo
+    shots = {"square": np.stack([render(Scene("object", "square", "gray", "red", "solid"))[0]] * 2),
+             "zorbo": np.stack([render(Scene("id", "zorbo", "white"))[0]] * 2)}  # fmt: skip
+    config = EraseConfig(**{**FAST, "stop_rule": "anchor-gap", "max_steps": 2, "check_every": 1, "gap_ratio": 1e-6})
+    result = erase_concept(image_pipe, ["square", "zorbo"], config, progress=False, shots=shots)
+    assert result.anchors == {"square": "triangle, cross, star", "zorbo": "something"}
+    assert [s.anchor_count for s in result.concepts] == [3, 1]
+    gaps = [h["gap_ratio"] for h in result.history if "gap_ratio" in h]
+    assert len(gaps) == 2 and all(np.isfinite(gaps)) and result.stopped_by == "max_steps"
+
+
 def test_unet_checkpointing_recomputes_and_gives_the_same_encoder(image_pipe):
     calls = []
     resnet = image_pipe.unet.up_blocks[-1].resnets[0]  # after cross-attention: on the gradient path
@@ -413,8 +425,8 @@ def test_the_concept_is_also_trained_beside_other_things():
         assert set(beside) <= set(spec.prompts) and not set(beside) & set(plain.prompts), concept
         assert all(set(p.replace(",", "").split()) & (names - {concept}) for p in beside), concept
         assert not set(beside) & set(suite[concept].prompts)  # the method's own sentences, not the suite's
-        for prompt, anchor in zip(spec.prompts, spec.anchor_prompts, strict=True):
-            if prompt in beside:  # the other thing stays; only the concept is replaced
+        for prompt, anchor in zip(spec.prompts * spec.anchor_count, spec.anchor_prompts, strict=True):
+            if prompt in beside:  # the other thing stays; only the concept is replaced (toward each anchor)
                 words = set(anchor.replace(",", "").split())
                 others = set(prompt.replace(",", "").split()) & (names - {concept})
                 assert others <= words and concept not in words, (prompt, anchor)
