@@ -212,8 +212,8 @@ def model_card(manifest: Manifest) -> str:
     timings = ", ".join(f"{k} {v:.1f} s" for k, v in manifest.timings.items())
     anchors = manifest.resolved.get("anchors") or {}  # recorded since the eighteenth session
     anchor = manifest.config.get("anchor") or ", ".join(sorted(set(anchors.values()))) or "a generic anchor"
-    several = any("," in a for a in (anchor, *anchors.values()))  # an anchor of several shares the prompts out
-    drawn = f"each drawn as one of {anchor}" if several else f"drawn as {anchor}"
+    several = any("," in a for a in (anchor, *anchors.values()))  # several anchors: one drawn per row and step
+    drawn = f"drawn toward {anchor} at once" if several else f"drawn as {anchor}"
     how = {"anchor": f"the concept's prompts {drawn} through the frozen UNet",
            "ascent": "gradient ascent on the denoising loss through the frozen UNet"}.get(
         manifest.config.get("objective"), "objective not recorded")  # fmt: skip

@@ -50,8 +50,8 @@ class EraseConfig:
     )  # fmt: skip
     anchor: str | None = field(
         default=None,
-        metadata={"help": "what the concept becomes (--to): another concept, or several separated by commas, each "
-                          "taking a share of the concept's prompts; default a generic anchor per category"},
+        metadata={"help": "what the concept becomes (--to): another concept, or several separated by commas (each "
+                          "step draws one for each row); default a generic anchor per category"},
     )  # fmt: skip
     synonyms: tuple[str, ...] = field(default=(), metadata={"help": "more names of the concept to erase too"})
     robust: bool | None = field(
@@ -594,9 +594,9 @@ def _erase(pipe, concepts, config: EraseConfig, progress: bool, shots) -> EraseR
                 rows = torch.stack([anchor_hidden[c][a * len(specs[c].prompts) + i]
                                     for c, i in (check_rows[r] for r in take.tolist())])  # fmt: skip
                 part = _predict(unet, noisy_check[take], check_timesteps[take], rows, check_chunk)
-                gap_target = torch.zeros((len(counts), *part.shape[1:])) if gap_target is None else gap_target
-                gap_target[take] += part
-            gap_target /= torch.tensor(counts, dtype=gap_target.dtype).view(-1, *[1] * (gap_target.dim() - 1))
+                gap_target = part.new_zeros((len(counts), *part.shape[1:])) if gap_target is None else gap_target
+                gap_target[take.to(part.device)] += part
+            gap_target /= gap_target.new_tensor(counts).view(-1, *[1] * (gap_target.dim() - 1))
             start_gap = _predict(unet, noisy_check, check_timesteps, _encode(base_encoder, tokenizer, check_prompts),
                                  check_chunk).sub(gap_target).pow(2).mean().item()  # fmt: skip
         if check:

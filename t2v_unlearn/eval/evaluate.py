@@ -160,7 +160,7 @@ class EvalConfig:
 
 def correction_target(config: EvalConfig, suite: Suite) -> str | None:
     """The concept an `erase --to TARGET` checkpoint replaced its concepts with, if the suite knows it (none for an
-    erase toward several anchors, `--to "a, b"`: each drew only a share of the concept's prompts)."""
+    erase toward several anchors, `--to "a, b"`: no one of them replaced the concept)."""
     if config.text_encoder is None:
         return None
     anchor = read_checkpoint_manifest(config.text_encoder).config.get("anchor")
