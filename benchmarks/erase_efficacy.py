@@ -49,6 +49,7 @@ VARIANTS = {
     "to-square": {"anchor": "square", "max_steps": 50},  # the diamond's anchor since s18
     "to-triangle": {"anchor": "triangle", "max_steps": 50},  # the diamond's default anchor until s18
     "to-three": {"anchor": "triangle, cross, star", "max_steps": 50},  # the square's since s19: one per row and step
+    "to-square-cross-hexagon": {"anchor": "square, cross, hexagon", "max_steps": 50},  # the diamond's since s19
     "ts2": {"eval_timesteps": 2},  # the stop rule's check set at 2 timesteps per shot, not 4 (fourteenth session)
     "shots8": {"shot_steps": 8},  # the shots drawn in 8 solver steps, not 12
     "ts2-shots8": {"eval_timesteps": 2, "shot_steps": 8},

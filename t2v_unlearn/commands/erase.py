@@ -98,7 +98,7 @@ def stop_message(result) -> str | None:
     several = [f"{s.name}: {s.anchor}" for s in result.concepts if "," in (s.anchor or "")]
     if several:  # the square's default: its gap levels off at 0.22-0.27 while the suite's images show crosses
         return (f"note: erased toward several anchors ({'; '.join(several)}): the rule measures the gap to the mean "
-                "of their predictions, which the model, drawing one shape, does not reach, so it stays above the "
+                "of their predictions, which no one drawn image reaches, so it stays above the "
                 f"rule's {result.gap_ratio} (last {gaps[-1]:.2f} of its start) and the run went to the step cap "
                 f"({result.steps}); check the preview")  # fmt: skip
     if result.robust and min(gaps) <= LEVELLED * result.gap_ratio:
@@ -123,12 +123,12 @@ def robustness_note(result) -> str | None:
     it brought an erased character back in 78% of images, and in 10% after `--robust`, over three attacker seeds:
     docs/BENCHMARKS.md, twelfth session). A robust run that erased a shape gets a note too: under the same attack,
     nine attackers on each of several erase seeds drew a square in 33% of images (three erases) and a diamond in
-    35% (two; 0-93% by attacker, nineteenth session); other robust runs get none."""
+    28% (two; 0-90% by attacker across both shapes, nineteenth session); other robust runs get none."""
     if result.robust:
         if not any(spec.category == "object" for spec in result.concepts):
             return None
         return ("note: erased under the inner attack, but a textual-inversion attacker with a few images of a shape "
-                "may still bring it back (on TinyWorld, a square in 33% of images and a diamond in 35%, nine "
+                "may still bring it back (on TinyWorld, a square in 33% of images and a diamond in 28%, nine "
                 "attackers on each of several erase seeds: docs/BENCHMARKS.md); check with `t2v-unlearn eval "
                 "--attacks embedding`")  # fmt: skip
     return ("note: erased without the inner attack: a textual-inversion attacker with a few images of the concept "

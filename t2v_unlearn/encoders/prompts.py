@@ -44,11 +44,12 @@ TINYWORLD_ANCHORS = {"object": "triangle", "style": "solid", "id": "something"}
 # the anchor's own anchor, when it is erased itself: solid erased to outlined came back under the embedding attack in
 # 148 of 480 images (six attackers), to checkered in 62 (docs/BENCHMARKS.md, seventeenth session)
 TINYWORLD_FALLBACKS = {"object": "cross", "style": "checkered"}
-# a concept's own anchor where the category's lets the embedding attack back: nine attackers drew the diamond erased
-# toward triangle in 501 of 720 images, toward square in 170 (eighteenth session; 327 at another erase seed); the
-# square, held by no one shape better than by triangle (1041 of 2160 over three erase seeds), goes to three at
-# once, one drawn per row and step: 710 of 2160 over three (docs/BENCHMARKS.md, nineteenth session)
-TINYWORLD_CONCEPT_ANCHORS = {"diamond": "square", "square": "triangle, cross, star"}
+# a concept's own anchor where the category's lets the embedding attack back, over nine attackers on each of several
+# erase seeds (docs/BENCHMARKS.md, eighteenth and nineteenth sessions): the square, held by no one shape better than
+# by triangle (1041 of 2160 images, three erase seeds), and the diamond, better toward square than triangle (170
+# against 501 of 720, one erase seed), go to three shapes at once, one drawn per row and step: the square in 710 of
+# 2160, the diamond in 399 of 1440 (toward square alone 497)
+TINYWORLD_CONCEPT_ANCHORS = {"diamond": "square, cross, hexagon", "square": "triangle, cross, star"}
 LITERATURE_ANCHORS = {"object": "an object", "style": "a painting", "id": "a person"}
 
 

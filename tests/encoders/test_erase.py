@@ -256,16 +256,18 @@ def test_several_anchors_pair_every_prompt_with_each_anchor():
 
 def test_default_anchors_are_a_faithfully_drawn_shape_and_never_the_concept():
     """Shapes go to triangle (drawn faithfully by both models, benchmarks/anchor_choice.py), triangle itself to
-    cross, the diamond to square and the square to triangle, cross and star, a third of its prompts each; styles to
-    solid (checkered for solid); characters to `something`."""
+    cross, the diamond to square, cross and hexagon and the square to triangle, cross and star (one drawn per row
+    and step); styles to solid (checkered for solid); characters to `something`."""
     from t2v_unlearn.encoders.prompts import resolve_concepts
 
     names = ["square", "triangle", "diamond", "solid", "zorbo"]
     anchors = {name: resolve_concepts([name], None, "tinyworld")[0].anchor for name in names}  # each erased alone
-    assert anchors == {"square": "triangle, cross, star", "triangle": "cross", "diamond": "square",
+    assert anchors == {"square": "triangle, cross, star", "triangle": "cross", "diamond": "square, cross, hexagon",
                        "solid": "checkered", "zorbo": "something"}  # fmt: skip
     (spec,) = resolve_concepts(["diamond"], None, "tinyworld")
-    assert all("square" in a and "diamond" not in a for a in spec.anchor_prompts)
+    n = len(spec.prompts)
+    for a, shape in enumerate(("square", "cross", "hexagon")):
+        assert all(shape in p and "diamond" not in p for p in spec.anchor_prompts[a * n : (a + 1) * n])
     # an anchor erased in the same run is passed over, by any of its names: the next of the concept's candidates
     anchors = {s.name: s.anchor for s in resolve_concepts(["diamond", "block"], None, "tinyworld")}
     assert anchors == {"diamond": "triangle", "square": "triangle, cross, star"}
