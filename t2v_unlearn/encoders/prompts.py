@@ -48,7 +48,7 @@ TINYWORLD_FALLBACKS = {"object": "cross", "style": "checkered"}
 # erase seeds (docs/BENCHMARKS.md, eighteenth and nineteenth sessions): the square, held by no one shape better than
 # by triangle (1041 of 2160 images, three erase seeds), and the diamond, better toward square than triangle (170
 # against 501 of 720, one erase seed), go to three shapes at once, one drawn per row and step: the square in 710 of
-# 2160, the diamond in 399 of 1440 (toward square alone 497)
+# 2160, the diamond in 755 of 2160 (toward square alone 925)
 TINYWORLD_CONCEPT_ANCHORS = {"diamond": "square, cross, hexagon", "square": "triangle, cross, star"}
 LITERATURE_ANCHORS = {"object": "an object", "style": "a painting", "id": "a person"}
 
