@@ -46,9 +46,9 @@ TINYWORLD_ANCHORS = {"object": "triangle", "style": "solid", "id": "something"}
 TINYWORLD_FALLBACKS = {"object": "cross", "style": "checkered"}
 # a concept's own anchor where the category's lets the embedding attack back, over nine attackers on each of several
 # erase seeds (docs/BENCHMARKS.md, eighteenth and nineteenth sessions): the square, held by no one shape better than
-# by triangle (1041 of 2160 images, three erase seeds), and the diamond, better toward square than triangle (170
-# against 501 of 720, one erase seed), go to three shapes at once, one drawn per row and step: the square in 710 of
-# 2160, the diamond in 755 of 2160 (toward square alone 925)
+# by triangle (1463 of 2880 images, four erase seeds), and the diamond, better toward square than triangle (170
+# against 501 of 720, one erase seed), go to three shapes at once, one drawn per row and step: the square in 967 of
+# 2880, the diamond in 755 of 2160 (toward square alone 925)
 TINYWORLD_CONCEPT_ANCHORS = {"diamond": "square, cross, hexagon", "square": "triangle, cross, star"}
 LITERATURE_ANCHORS = {"object": "an object", "style": "a painting", "id": "a person"}
 
