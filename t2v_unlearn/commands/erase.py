@@ -123,7 +123,7 @@ def robustness_note(result) -> str | None:
     it brought an erased character back in 78% of images, and in 10% after `--robust`, over three attacker seeds:
     docs/BENCHMARKS.md, twelfth session). A robust run that erased a shape gets a note too: under the same attack,
     nine attackers on each of several erase seeds drew a square in 34% of images (four erases) and a diamond in
-    35% (three; 0-90% by attacker across both shapes, nineteenth session); other robust runs get none."""
+    35% (three; 0-93% by attacker across both shapes, nineteenth session); other robust runs get none."""
     if result.robust:
         if not any(spec.category == "object" for spec in result.concepts):
             return None
